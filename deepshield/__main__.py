@@ -1,0 +1,100 @@
+"""Command line: ``python -m deepshield predict PATH [PATH...]`` for images and videos."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .detector import Detector, ImageResult, VideoResult, load_detector
+from .media import sniff_media
+from .video import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES
+
+EXIT_BAD_INPUT = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m deepshield", description="Offline, explainable deepfake detection for faces.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    predict = commands.add_parser("predict", help="classify images and videos (told apart by content)")
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="image or video files")
+    predict.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help=f"frames sampled per video, {MIN_FRAMES}-{MAX_FRAMES} (default {DEFAULT_FRAMES})")
+    predict.add_argument("--gradcam", type=Path, metavar="OUT_DIR", help="write a Grad-CAM overlay PNG per input here")
+    predict.add_argument("--json", action="store_true", help="print one JSON object per input")
+    predict.add_argument("--weights", type=Path, metavar="FILE", help="a .safetensors weights file")
+    predict.add_argument("--device", help="cpu, cuda, mps (default: $DEEPSHIELD_DEVICE or the best available)")
+    predict.add_argument("--face-model", type=Path, metavar="ONNX", help="YuNet face detector model (default: Haar cascade)")
+    predict.add_argument("--threshold", type=float, help="decision threshold on P(fake) (default: the weights')")
+    return parser
+
+
+def predict_path(detector: Detector, path: Path, args: argparse.Namespace) -> ImageResult | VideoResult:
+    """Run the right prediction for ``path``'s content; write its overlay when asked."""
+    explain = args.gradcam is not None
+    if sniff_media(path) == "image":
+        result: ImageResult | VideoResult = detector.predict_image(path, explain=explain, threshold=args.threshold)
+    else:
+        result = detector.predict_video(path, args.frames, explain=explain, threshold=args.threshold)
+    if explain and result.overlay is not None:
+        write_png(args.gradcam / f"{path.name}.gradcam.png", result.overlay)
+    return result
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    """Write an RGB image as PNG atomically (never a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"could not encode {path}")
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(encoded.tobytes())
+    partial.replace(path)
+
+
+def summary_line(path: Path, result: ImageResult | VideoResult) -> str:
+    label = "Uncertain" if result.uncertain else result.label
+    head = f"{path}: {label} (P(real)={result.prob_real:.3f}, P(fake)={result.prob_fake:.3f}, confidence {result.confidence:.0%})"
+    if isinstance(result, VideoResult):
+        return head + f", {result.frames_with_face}/{result.frames_analysed} frames with a face, {result.fake_frames} fake / {result.real_frames} real"
+    return head + (f", {len(result.faces)} face(s)" if result.face_found else ", no face found: whole image classified")
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    if not MIN_FRAMES <= args.frames <= MAX_FRAMES:
+        print(f"deepshield: --frames must be {MIN_FRAMES}-{MAX_FRAMES}, got {args.frames}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        detector = load_detector(args.weights, device=args.device, face_model=args.face_model)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"deepshield: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    status = 0
+    for path in map(Path, args.paths):
+        record: dict[str, Any] = {"path": str(path)}
+        try:
+            result = predict_path(detector, path, args)
+        except (FileNotFoundError, ValueError) as err:
+            status = EXIT_BAD_INPUT
+            print(f"deepshield: {err}", file=sys.stderr)
+            record["error"] = str(err)
+        else:
+            record.update(kind="video" if isinstance(result, VideoResult) else "image", **result.to_dict())
+            if not args.json:
+                print(summary_line(path, result))
+        if args.json:
+            print(json.dumps(record), flush=True)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_predict(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

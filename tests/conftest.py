@@ -1,0 +1,92 @@
+"""Shared fixtures: a seeded tiny model (same code path as EfficientNet-B0), synthetic media, and the
+location of the research data in ../shared (tests that need it skip when it is absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from deepshield.detector import Detector, load_detector
+from deepshield.faces import Face
+from deepshield.model import DeepfakeCNN
+from deepshield.weights import ModelMeta, save_weights
+
+# Tests never touch the network, even through huggingface_hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+VIDEOS = SHARED / "data" / "videos"
+YUNET = SHARED / "models" / "face_detection_yunet.onnx"
+
+
+def needs_shared(path: Path) -> pytest.MarkDecorator:
+    """Skip unless ``path`` from ../shared (research data, never in the repo) is present."""
+    return pytest.mark.skipif(not path.exists(), reason=f"needs {path} (research data in ../shared, absent here)")
+
+
+def make_tiny_model(seed: int = 0, use_fft: bool = False) -> DeepfakeCNN:
+    """A seeded random tiny model whose outputs depend on the input.
+
+    At init, eval-mode BatchNorm (running var 1) shrinks activations to ~1e-11 by the last stage, so every
+    input would get the same logit: estimate the BatchNorm statistics from a few noise batches first.
+    """
+    torch.manual_seed(seed)
+    model = DeepfakeCNN("tiny", use_fft=use_fft)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the batches below
+    model.train()
+    with torch.no_grad():
+        for _ in range(4):
+            model(torch.rand(8, 3, 64, 64) * 4 - 2)
+    return model.eval()
+
+
+def make_tiny_weights(path: Path, seed: int = 0, use_fft: bool = False, **meta: object) -> Path:
+    model = make_tiny_model(seed, use_fft)
+    return save_weights(model, ModelMeta(arch="tiny", img_size=64, use_fft=use_fft, **meta), path)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_weights(tmp_path_factory.mktemp("weights") / "tiny.safetensors")
+
+
+@pytest.fixture
+def detector(tiny_weights: Path) -> Detector:
+    return load_detector(tiny_weights, device="cpu", face_model=None)
+
+
+def noise_image(height: int = 120, width: int = 160, seed: int = 0) -> np.ndarray:
+    """A face-free RGB uint8 image."""
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def write_video(path: Path, n_frames: int, size: tuple[int, int] = (96, 64), fps: float = 10.0) -> Path:
+    """An MJPG AVI whose frame i is a flat grey of level 4 * i (so a frame's index can be read back)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    assert writer.isOpened()
+    for i in range(n_frames):
+        writer.write(np.full((size[1], size[0], 3), 4 * i, np.uint8))
+    writer.release()
+    return path
+
+
+class FixedFaces:
+    """Stands in for the face detector where no real face exists: returns the given boxes."""
+
+    name = "fixed"
+    source = "test"
+
+    def __init__(self, faces: list[Face]) -> None:
+        self.faces = faces
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        return list(self.faces)
