@@ -69,6 +69,8 @@ def make_detector(weights: Path | None, device: str | None) -> Detector:
         if weights is not None:
             raise
         print(f"note: {str(err).splitlines()[0]} -> timing an untrained EfficientNet-B0 instead")
+    # An untrained network's activations shrink into denormal floats, which are very slow on CPU.
+    torch.set_flush_denormal(True)
     model = DeepfakeCNN("efficientnet_b0")
     return Detector(model, ModelMeta("efficientnet_b0", 224), FaceDetector(default_face_model()), resolve_device(device))
 

@@ -48,7 +48,7 @@ def test_downscaled_detection_maps_boxes_back(monkeypatch: pytest.MonkeyPatch) -
 
 def test_haar_is_the_default_and_finds_nothing_in_noise() -> None:
     detector = FaceDetector()
-    assert detector.name == "haar" and detector.max_side == 960
+    assert detector.name == "haar" and detector.max_side == 720
     assert detector.detect(noise_image(240, 320)) == []
 
 
