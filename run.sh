@@ -15,6 +15,16 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
 fi
 .venv/bin/python -m pip install --quiet -r "$requirements"
+if [ "$what" = test ] && ! command -v chromium >/dev/null 2>&1; then
+  # The browser tests drive Debian's Chromium (never a downloaded browser); without it they skip.
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "note: chromium is not installed and cannot be installed without root: browser tests will skip" >&2
+  fi
+fi
 if [ "$what" = app ]; then
   exec .venv/bin/python app.py "$@"
 fi

@@ -4,6 +4,10 @@ location of the research data in ../shared (tests that need it skip when it is a
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -23,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 VIDEOS = SHARED / "data" / "videos"
 YUNET = SHARED / "models" / "face_detection_yunet.onnx"
+EXAMPLE = REPO / "examples" / "astronaut.jpg"  # public domain, see examples/README.md
 
 
 def needs_shared(path: Path) -> pytest.MarkDecorator:
@@ -90,3 +95,31 @@ class FixedFaces:
 
     def detect(self, image: np.ndarray) -> list[Face]:
         return list(self.faces)
+
+
+@pytest.fixture(scope="session")
+def app_detector(tiny_weights: Path) -> Detector:
+    return load_detector(tiny_weights, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def live_server(app_detector: Detector, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The full app (REST + Gradio UI) served by uvicorn in a thread, as ``python app.py`` serves it."""
+    import uvicorn
+
+    import app as deepshield_app
+
+    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(deepshield_app.create_app(app_detector), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the app server did not start"
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(timeout=10)

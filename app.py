@@ -1,0 +1,481 @@
+"""DeepShield web app and API, fully offline: ``python app.py`` -> http://localhost:7860.
+
+One server: the Gradio UI (Image / Video / Webcam tabs, whose events are also named ``gradio_client``
+endpoints) mounted on a FastAPI app that adds plain REST (``/health``, ``/predict/image``,
+``/predict/video``), a WebSocket (``/ws/webcam``) and OpenAPI docs (``/docs``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import csv
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry
+
+import gradio as gr
+import matplotlib
+import numpy as np
+from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket, WebSocketDisconnect
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from deepshield import __version__, load_detector
+from deepshield.detector import Detector, ImageResult, VideoResult
+from deepshield.media import load_image
+from deepshield.draw import annotate, draw_faces
+from deepshield.video import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
+
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+IMAGE_TYPES = [".jpg", ".jpeg", ".png", ".webp"]
+VIDEO_TYPES = [".mp4", ".avi", ".mov", ".webm"]
+REAL_COLOUR, FAKE_COLOUR, UNSURE_COLOUR = "#1a7f37", "#cf222e", "#9a6700"
+# System fonts only: the default theme would fetch Google Fonts, and nothing may leave the machine.
+THEME = gr.themes.Default(font=["system-ui", "Segoe UI", "Helvetica", "Arial", "sans-serif"],
+                          font_mono=["ui-monospace", "Menlo", "Consolas", "monospace"])
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits; each has an environment override."""
+
+    max_image_bytes: int = int(float(os.environ.get("DEEPSHIELD_MAX_IMAGE_MB", 20)) * 2**20)
+    max_video_bytes: int = int(float(os.environ.get("DEEPSHIELD_MAX_VIDEO_MB", 200)) * 2**20)
+    concurrency: int = int(os.environ.get("DEEPSHIELD_CONCURRENCY", 2))  # model calls at once, protects memory
+    webcam_every: int = int(os.environ.get("DEEPSHIELD_WEBCAM_EVERY", 3))  # webcam: infer on every Nth frame
+
+
+class BadInput(Exception):
+    """A request the server refuses, with the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# --- presentation ---------------------------------------------------------------------------------
+
+
+def shown_label(result: ImageResult | VideoResult | dict[str, Any]) -> str:
+    data = result if isinstance(result, dict) else result.to_dict()
+    return "Uncertain" if data["uncertain"] else data["label"]
+
+
+def verdict_card(data: dict[str, Any], subject: str) -> str:
+    """The Real / Fake / Uncertain card as HTML."""
+    label = shown_label(data)
+    colour = {"Real": REAL_COLOUR, "Fake": FAKE_COLOUR}.get(label, UNSURE_COLOUR)
+    note = "" if data.get("face_found", True) else "<div>No face found: the whole input was classified.</div>"
+    return (
+        f'<div class="verdict" style="border-left:8px solid {colour};padding:8px 16px">'
+        f'<div style="font-size:2em;font-weight:700;color:{colour}" id="verdict-label">{label}</div>'
+        f"<div>{subject} verdict: {data['label']} with {data['confidence']:.0%} confidence</div>"
+        f"<div>P(Real) = {data['prob_real']:.3f} &nbsp; P(Fake) = {data['prob_fake']:.3f}</div>{note}</div>"
+    )
+
+
+def donut(prob_real: float) -> plt.Figure:
+    figure, axes = plt.subplots(figsize=(3.2, 3.2))
+    axes.pie([prob_real, 1 - prob_real], colors=[REAL_COLOUR, FAKE_COLOUR], startangle=90, counterclock=False,
+             wedgeprops={"width": 0.35}, labels=[f"Real {prob_real:.0%}", f"Fake {1 - prob_real:.0%}"])
+    axes.set_aspect("equal")
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def timeline(frames: list[dict[str, Any]], threshold: float) -> plt.Figure:
+    figure, axes = plt.subplots(figsize=(7, 2.8))
+    scored = [f for f in frames if f["prob_real"] is not None]
+    xs = [f["time_s"] if f["time_s"] is not None else f["index"] for f in scored]
+    axes.plot(xs, [f["prob_real"] for f in scored], "o-", color=REAL_COLOUR)
+    axes.axhline(1 - threshold, color="grey", linestyle="--", label=f"threshold (P(Real) = {1 - threshold:.2f})")
+    axes.set(ylim=(0, 1), ylabel="P(Real)", xlabel="time (s)" if frames and frames[0]["time_s"] is not None else "frame")
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def histogram(frames: list[dict[str, Any]]) -> plt.Figure:
+    figure, axes = plt.subplots(figsize=(4, 2.8))
+    axes.hist([f["prob_real"] for f in frames if f["prob_real"] is not None], bins=10, range=(0, 1), color="#57606a")
+    axes.set(xlabel="P(Real) per frame", ylabel="frames")
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def interpretation_table(threshold: float, band: float) -> str:
+    """What P(Real) ranges mean at this threshold (on P(Fake)) and uncertainty band."""
+    low, high = max(0.0, 1 - threshold - band), min(1.0, 1 - threshold + band)
+    return (
+        "| P(Real) | Reading |\n|---|---|\n"
+        f"| {high:.2f} - 1.00 | **Real**: no manipulation found |\n"
+        f"| {low:.2f} - {high:.2f} | **Uncertain**: too close to the threshold to call |\n"
+        f"| 0.00 - {low:.2f} | **Fake**: manipulation likely |\n\n"
+        "A score is evidence, not proof: check the heatmap and the source."
+    )
+
+
+def face_rows(data: dict[str, Any]) -> list[list[Any]]:
+    return [[i, *face["box"], round(1 - face["prob_fake"], 4), round(face["prob_fake"], 4)]
+            for i, face in enumerate(data.get("faces", []), start=1)]
+
+
+FACE_HEADERS = ["face", "x", "y", "w", "h", "P(Real)", "P(Fake)"]
+FRAME_HEADERS = ["frame", "time (s)", "faces", "P(Real)", "P(Fake)"]
+
+
+def frame_rows(data: dict[str, Any]) -> list[list[Any]]:
+    return [[f["index"], f["time_s"], f["faces"], f["prob_real"], f["prob_fake"]] for f in data.get("frames", [])]
+
+
+# --- the app ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class WebcamState:
+    """Per-browser-session webcam state: frame counter, last prediction, frame rate."""
+
+    count: int = 0
+    last: ImageResult | None = None
+    stamps: list[float] = field(default_factory=list)
+
+    def fps(self) -> float:
+        return (len(self.stamps) - 1) / (self.stamps[-1] - self.stamps[0]) if len(self.stamps) > 1 and self.stamps[-1] > self.stamps[0] else 0.0
+
+
+Upload = dict[str, Any] | str | None  # an event input with preprocess=False: Gradio's FileData dict
+
+
+def upload_path(upload: Upload) -> str | None:
+    """The server-side path of an uploaded file. Events take uploads raw (``preprocess=False``) so that our
+    loader, with its size limit and clear errors, is the only code that decodes them."""
+    if isinstance(upload, dict):
+        return upload.get("path")
+    return upload or None
+
+
+class DeepShieldApp:
+    """The functions behind the UI and the API, sharing one detector."""
+
+    def __init__(self, detector: Detector, limits: Limits, gate: threading.Semaphore) -> None:
+        self.detector = detector
+        self.limits = limits
+        self.gate = gate  # shared with the REST routes: at most ``limits.concurrency`` model calls at once
+        self.downloads = Path(tempfile.mkdtemp(prefix="deepshield-downloads-"))
+        atexit.register(shutil.rmtree, self.downloads, True)
+
+    # Each public method raises gr.Error with a readable message for bad input (shown in the UI,
+    # returned to gradio_client), never a stack trace.
+
+    def predict_image(self, upload: Upload, gradcam: bool, threshold: float) -> tuple[dict[str, Any], np.ndarray]:
+        """Image -> (result JSON, the image with face boxes and, with Grad-CAM on, the heatmap overlay)."""
+        image_path = upload_path(upload)
+        if not image_path:
+            raise gr.Error("Upload an image first (JPG, PNG or WebP).")
+        self._check_size(Path(image_path).stat().st_size, self.limits.max_image_bytes, "image")
+        image = self._guard(lambda: load_image(image_path, self.detector.max_pixels))
+        with self.gate:
+            result = self.detector.predict_image(image, explain=gradcam, threshold=threshold)
+        base = result.overlay if gradcam and result.overlay is not None else image
+        return result.to_dict(), draw_faces(base, result, threshold)
+
+    def predict_video(self, upload: Upload, frames: float, gradcam: bool, threshold: float,
+                      progress: gr.Progress = gr.Progress()) -> tuple[dict[str, Any], np.ndarray | None, list[str]]:
+        """Video -> (result JSON, Grad-CAM of the most fake frame or None, [CSV, JSON] downloads)."""
+        video_path = upload_path(upload)
+        if not video_path:
+            raise gr.Error("Upload a video first (MP4, AVI, MOV or WebM).")
+        self._check_size(Path(video_path).stat().st_size, self.limits.max_video_bytes, "video")
+        n_frames = int(frames)
+        progress(0.0, desc="reading frames")
+        with self.gate:
+            result = self._guard(lambda: self.detector.predict_video(
+                video_path, n_frames, explain=gradcam, threshold=threshold,
+                progress=lambda share, message: progress(share, desc=message)))
+        data = result.to_dict()
+        return data, result.overlay, self._write_downloads(Path(video_path).stem, data)
+
+    def predict_frame(self, upload: Upload, gradcam: bool, threshold: float) -> tuple[dict[str, Any], np.ndarray]:
+        """One webcam frame -> (result JSON, the annotated frame)."""
+        frame_path = upload_path(upload)
+        if not frame_path:
+            raise gr.Error("No frame received.")
+        frame = self._guard(lambda: load_image(frame_path, self.detector.max_pixels))
+        with self.gate:
+            result = self.detector.predict_image(frame, explain=gradcam, threshold=threshold)
+        return result.to_dict(), annotate(frame, result, threshold=threshold, use_overlay=gradcam)
+
+    def stream_frame(self, frame: np.ndarray | None, state: WebcamState | None, gradcam: bool,
+                     threshold: float) -> tuple[np.ndarray | None, WebcamState, dict[str, Any] | None]:
+        """Webcam stream: infer on every Nth frame, draw the last result on every frame."""
+        state = state or WebcamState()
+        if frame is None:
+            return None, state, None
+        state.count += 1
+        state.stamps = (state.stamps + [time.monotonic()])[-30:]
+        if state.last is None or state.count % self.limits.webcam_every == 1 or self.limits.webcam_every == 1:
+            # Never wait for the model behind another request: skip inference and redraw instead, so
+            # frames are dropped rather than queued.
+            if self.gate.acquire(blocking=False):
+                try:
+                    state.last = self.detector.predict_image(frame, explain=gradcam, threshold=threshold)
+                except ValueError as err:
+                    raise gr.Error(str(err)) from err
+                finally:
+                    self.gate.release()
+        shown = annotate(frame, state.last, fps=state.fps(), threshold=threshold, use_overlay=gradcam)
+        return shown, state, state.last.to_dict() if state.last else None
+
+    # helpers
+
+    @staticmethod
+    def _guard(call: Any) -> Any:
+        try:
+            return call()
+        except (ValueError, FileNotFoundError) as err:
+            raise gr.Error(str(err)) from err
+
+    @staticmethod
+    def _check_size(size: int, limit: int, kind: str) -> None:
+        if size == 0:
+            raise gr.Error(f"The {kind} file is empty (0 bytes).")
+        if size > limit:
+            raise gr.Error(f"The {kind} is {size / 2**20:.1f} MB, over the {limit / 2**20:.0f} MB limit.")
+
+    def _write_downloads(self, stem: str, data: dict[str, Any]) -> list[str]:
+        folder = Path(tempfile.mkdtemp(dir=self.downloads))
+        csv_path, json_path = folder / f"{stem}_frames.csv", folder / f"{stem}_result.json"
+        with csv_path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["index", "time_s", "faces", "prob_real", "prob_fake"])
+            writer.writerows(frame_rows(data))
+        json_path.write_text(json.dumps(data, indent=2))
+        return [str(csv_path), str(json_path)]
+
+
+def model_info_markdown(detector: Detector) -> str:
+    info = detector.info()
+    trained = "trained" if info["trained"] else "**untrained (test weights): scores mean nothing**"
+    return (
+        f"**Weights:** `{Path(info['weights']).name if info['weights'] else '-'}` ({trained}, {info['arch']} @ "
+        f"{info['img_size']} px{', FFT branch' if info['use_fft'] else ''})  \n"
+        f"**Face detector:** {info['face_detector']}  \n**Device:** {info['device']}  \n"
+        f"**Version:** {__version__}. Runs offline: nothing leaves this machine."
+    )
+
+
+def build_demo(detector: Detector, limits: Limits = Limits(), gate: threading.Semaphore | None = None) -> gr.Blocks:
+    """The Gradio Blocks app; every event that a script may call has an explicit ``api_name``."""
+    core = DeepShieldApp(detector, limits, gate or threading.BoundedSemaphore(limits.concurrency))
+    band = detector.uncertain_band
+    shared = {"concurrency_id": "model", "concurrency_limit": limits.concurrency}
+    with gr.Blocks(title="DeepShield", analytics_enabled=False, delete_cache=(600, 900)) as demo:
+        with gr.Sidebar(open=True):
+            gr.Markdown("## DeepShield\nOffline, explainable deepfake detection for faces.")
+            gradcam = gr.Checkbox(value=True, label="Grad-CAM heatmap")
+            threshold = gr.Slider(0.05, 0.95, value=detector.meta.threshold, step=0.01,
+                                  label="Decision threshold on P(Fake)")
+            table = gr.Markdown(interpretation_table(detector.meta.threshold, band))
+            gr.Markdown(model_info_markdown(detector), elem_id="model-info")
+        threshold.change(lambda t: interpretation_table(t, band), threshold, table, api_visibility="private")
+
+        with gr.Tab("Image", id="image"):
+            with gr.Row():
+                with gr.Column():
+                    image_in = gr.Image(type="filepath", sources=["upload", "clipboard"], label="Image (JPG, PNG, WebP)",
+                                        elem_id="image-input")
+                    image_btn = gr.Button("Analyse image", variant="primary")
+                    image_examples = sorted(p for p in EXAMPLES.glob("*") if p.suffix.lower() in IMAGE_TYPES)
+                    if image_examples:
+                        gr.Examples([[str(p)] for p in image_examples], inputs=image_in, label="Examples (see examples/README.md)")
+                with gr.Column():
+                    image_card = gr.HTML(elem_id="image-verdict")
+                    image_donut = gr.Plot(label="Real / Fake split")
+            image_out = gr.Image(label="Faces and Grad-CAM", type="numpy", interactive=False)
+            image_faces = gr.Dataframe(headers=FACE_HEADERS, label="One row per face", interactive=False)
+            image_json = gr.JSON(label="Result (JSON)", open=False)
+        image_btn.click(core.predict_image, [image_in, gradcam, threshold], [image_json, image_out],
+                        api_name="predict_image", preprocess=False, **shared).success(
+            lambda d: (verdict_card(d, "Image"), donut(d["prob_real"]), face_rows(d)), image_json,
+            [image_card, image_donut, image_faces], api_visibility="private")
+
+        with gr.Tab("Video", id="video"):
+            with gr.Row():
+                with gr.Column():
+                    video_in = gr.Video(sources=["upload"], label="Video (MP4, AVI, MOV, WebM)", elem_id="video-input")
+                    frames = gr.Slider(MIN_FRAMES, MAX_FRAMES, value=DEFAULT_FRAMES, step=1, label="Frames to analyse")
+                    video_btn = gr.Button("Analyse video", variant="primary")
+                    video_examples = sorted(p for p in EXAMPLES.glob("*") if p.suffix.lower() in VIDEO_TYPES)
+                    if video_examples:
+                        gr.Examples([[str(p)] for p in video_examples], inputs=video_in, label="Examples")
+                with gr.Column():
+                    video_card = gr.HTML(elem_id="video-verdict")
+                    video_summary = gr.Markdown(elem_id="video-summary")
+            with gr.Row():
+                video_timeline = gr.Plot(label="P(Real) per frame")
+                video_hist = gr.Plot(label="Frame scores")
+            video_cam = gr.Image(label="Grad-CAM of the most fake frame", interactive=False)
+            with gr.Accordion("Per-frame results", open=False):
+                video_frames = gr.Dataframe(headers=FRAME_HEADERS, interactive=False)
+            video_files = gr.File(label="Download per-frame results (CSV, JSON)", file_count="multiple")
+            video_json = gr.JSON(label="Result (JSON)", open=False)
+        video_btn.click(core.predict_video, [video_in, frames, gradcam, threshold], [video_json, video_cam, video_files],
+                        api_name="predict_video", preprocess=False, **shared).success(
+            lambda d, t: (verdict_card(d, "Video"), video_summary_markdown(d), timeline(d["frames"], t),
+                          histogram(d["frames"]), frame_rows(d)),
+            [video_json, threshold], [video_card, video_summary, video_timeline, video_hist, video_frames],
+            api_visibility="private")
+
+        with gr.Tab("Webcam", id="webcam"):
+            gr.Markdown(f"Live analysis of your camera: the model runs on every {limits.webcam_every}rd frame; "
+                        "the banner shows the latest verdict and the top bar fills to P(Real).")
+            with gr.Row():
+                cam_in = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera", elem_id="webcam-input")
+                cam_out = gr.Image(label="Analysis", type="numpy", interactive=False, elem_id="webcam-output")
+            cam_json = gr.JSON(label="Latest prediction", elem_id="webcam-json")
+            cam_state = gr.State(None)
+        cam_in.stream(core.stream_frame, [cam_in, cam_state, gradcam, threshold], [cam_out, cam_state, cam_json],
+                      stream_every=0.1, time_limit=600, concurrency_limit=limits.concurrency,
+                      api_visibility="private")
+        # One webcam frame through the API (the stream above is for the browser).
+        frame_in, frame_btn = gr.Image(type="numpy", visible=False), gr.Button(visible=False)
+        frame_btn.click(core.predict_frame, [frame_in, gradcam, threshold],
+                        [gr.JSON(visible=False, label="result"), gr.Image(visible=False, label="annotated frame")],
+                        api_name="predict_frame", preprocess=False, **shared)
+    return demo
+
+
+def video_summary_markdown(data: dict[str, Any]) -> str:
+    return (
+        f"| frames analysed | with a face | average P(Real) | real frames | fake frames | majority |\n"
+        f"|---|---|---|---|---|---|\n| {data['frames_analysed']} | {data['frames_with_face']} | "
+        f"{data['prob_real']:.3f} | {data['real_frames']} | {data['fake_frames']} | {data['majority_label'] or '-'} |"
+    )
+
+
+# --- REST and WebSocket ----------------------------------------------------------------------------
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def add_api_routes(api: FastAPI, detector: Detector, limits: Limits, gate: threading.Semaphore) -> None:
+    """Plain HTTP and WebSocket endpoints beside the Gradio app, on the same server."""
+
+    @api.exception_handler(BadInput)
+    async def bad_input(_request: Request, exc: BadInput) -> JSONResponse:
+        return error(exc.status, str(exc))
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors())
+        return error(422, f"invalid request: {problems}")
+
+    @api.get("/health")
+    def health() -> dict[str, Any]:
+        """Model loaded, weights file, face detector, device and version."""
+        return {"status": "ok", "model_loaded": True, "version": __version__, **detector.info()}
+
+    @api.post("/predict/image")
+    def predict_image(file: UploadFile = File(..., description="JPG, PNG, WebP, BMP or TIFF image")) -> dict[str, Any]:
+        """Classify the faces in one image."""
+        data = read_upload(file, limits.max_image_bytes, "image")
+        try:
+            with gate:
+                return detector.predict_image(data).to_dict()
+        except ValueError as err:
+            raise BadInput(400, f"{file.filename or 'image'}: {err}") from err
+
+    @api.post("/predict/video")
+    def predict_video(file: UploadFile = File(..., description="MP4, AVI, MOV or WebM video"),
+                      frames: int = Form(DEFAULT_FRAMES, description=f"frames to sample, {MIN_FRAMES}-{MAX_FRAMES}")) -> dict[str, Any]:
+        """Aggregate verdict and per-frame rows for one video."""
+        if not MIN_FRAMES <= frames <= MAX_FRAMES:
+            raise BadInput(422, f"frames must be {MIN_FRAMES}-{MAX_FRAMES}, got {frames}")
+        data = read_upload(file, limits.max_video_bytes, "video")
+        handle, path = tempfile.mkstemp(prefix="deepshield-upload-", suffix=Path(file.filename or "").suffix)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(data)
+            with gate:
+                return detector.predict_video(path, frames).to_dict()
+        except ValueError as err:  # name the upload, not our temp file
+            raise BadInput(400, str(err).replace(path, file.filename or "video")) from err
+        finally:
+            os.unlink(path)  # uploads never outlive their request
+
+    @api.websocket("/ws/webcam")
+    async def webcam(socket: WebSocket) -> None:
+        """Send JPEG (or PNG) bytes per frame; receive one JSON prediction per frame."""
+        await socket.accept()
+        try:
+            while True:
+                message = await socket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                await socket.send_json(await run_in_threadpool(webcam_answer, message.get("bytes")))
+        except WebSocketDisconnect:
+            return
+
+    def webcam_answer(frame: bytes | None) -> dict[str, Any]:
+        if frame is None:
+            return {"error": "send each frame as a binary message of JPEG or PNG bytes"}
+        if len(frame) > limits.max_image_bytes:
+            return {"error": f"frame over the {limits.max_image_bytes / 2**20:.0f} MB limit"}
+        try:
+            with gate:
+                return detector.predict_image(frame).to_dict()
+        except ValueError as err:
+            return {"error": str(err)}
+
+
+def read_upload(file: UploadFile, limit: int, kind: str) -> bytes:
+    data = file.file.read(limit + 1)
+    if not data:
+        raise BadInput(400, f"{file.filename or kind}: empty file (0 bytes)")
+    if len(data) > limit:
+        raise BadInput(413, f"{file.filename or kind}: {kind} over the {limit / 2**20:.0f} MB upload limit")
+    return data
+
+
+def create_app(detector: Detector, limits: Limits = Limits()) -> FastAPI:
+    """FastAPI app with the REST/WebSocket routes and the Gradio UI mounted at ``/``."""
+    api = FastAPI(title="DeepShield API", version=__version__,
+                  description="Offline deepfake detection for faces. The Gradio UI is served at /.")
+    gate = threading.BoundedSemaphore(limits.concurrency)
+    add_api_routes(api, detector, limits, gate)
+    return gr.mount_gradio_app(api, build_demo(detector, limits, gate), path="/", theme=THEME, footer_links=["api"])
+
+
+def main() -> None:
+    import uvicorn
+
+    try:
+        detector = load_detector()
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"deepshield: {err}") from err
+    port = int(os.environ.get("PORT", os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    host = os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
+    print(f"DeepShield {__version__} on http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port} "
+          f"(face detector {detector.faces.name}, device {detector.device})")
+    uvicorn.run(create_app(detector), host=host, port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Drawing results onto RGB frames: face boxes, the verdict banner, the P(Real) bar, the frame rate.
+Shared by the app's Image and Webcam tabs and the realtime command."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .detector import ImageResult
+from .gradcam import overlay
+
+REAL_RGB, FAKE_RGB, UNSURE_RGB = (26, 127, 55), (207, 34, 46), (191, 135, 0)
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def label_colour(result: ImageResult) -> tuple[str, tuple[int, int, int]]:
+    """What to show for a result (Uncertain inside the band) and its colour."""
+    if result.uncertain:
+        return "Uncertain", UNSURE_RGB
+    return result.label, FAKE_RGB if result.label == "Fake" else REAL_RGB
+
+
+def draw_faces(image: np.ndarray, result: ImageResult, threshold: float) -> np.ndarray:
+    """Numbered boxes on each face with its P(Real): red when its P(Fake) reaches ``threshold``."""
+    out = image.copy()
+    scale = max(1, round(max(image.shape[:2]) / 500))
+    for number, face in enumerate(result.faces, start=1):
+        x, y, w, h = face.box
+        colour = FAKE_RGB if face.prob_fake >= threshold else REAL_RGB
+        cv2.rectangle(out, (x, y), (x + w, y + h), colour, 2 * scale)
+        cv2.putText(out, f"#{number} P(Real) {1 - face.prob_fake:.2f}", (x, max(12 * scale, y - 6)), _FONT,
+                    0.5 * scale, colour, scale, cv2.LINE_AA)
+    return out
+
+
+def annotate(frame: np.ndarray, result: ImageResult | None, threshold: float = 0.5, fps: float | None = None,
+             use_overlay: bool = False) -> np.ndarray:
+    """The live view: the last ``result`` drawn on ``frame`` (RGB uint8): face boxes, a bottom banner with
+    the verdict and confidence, a top bar filled to P(Real), the frame rate, optionally the heatmap."""
+    if result is not None and use_overlay and result.heatmap is not None and result.heatmap.shape == frame.shape[:2]:
+        frame = overlay(frame, result.heatmap)
+    out = draw_faces(frame, result, threshold) if result is not None else frame.copy()
+    height, width = out.shape[:2]
+    scale = max(1, round(height / 480))
+    bar = 10 * scale
+    cv2.rectangle(out, (0, 0), (width, bar), (60, 60, 60), -1)
+    if result is not None:
+        text, colour = label_colour(result)
+        cv2.rectangle(out, (0, 0), (int(round(width * result.prob_real)), bar), REAL_RGB, -1)
+        banner = 34 * scale
+        cv2.rectangle(out, (0, height - banner), (width, height), colour, -1)
+        cv2.putText(out, f"{text}  {result.confidence:.0%}  P(Real) {result.prob_real:.2f}",
+                    (8 * scale, height - 10 * scale), _FONT, 0.8 * scale, (255, 255, 255), 2 * scale, cv2.LINE_AA)
+    else:
+        cv2.putText(out, "analysing...", (8 * scale, height - 10 * scale), _FONT, 0.8 * scale, (255, 255, 255), 2 * scale, cv2.LINE_AA)
+    if fps:
+        cv2.putText(out, f"{fps:.1f} fps", (width - 110 * scale, bar + 22 * scale), _FONT, 0.6 * scale, (255, 255, 255), 2 * scale, cv2.LINE_AA)
+    return out
