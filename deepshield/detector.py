@@ -24,6 +24,14 @@ DEVICE_ENV = "DEEPSHIELD_DEVICE"
 DEFAULT_UNCERTAIN_BAND = 0.1  # |P(fake) - threshold| below this is reported as uncertain
 
 
+def resize_crop(crop: np.ndarray, size: int) -> np.ndarray:
+    """Resize a square RGB crop to the model's input size (area filter when shrinking)."""
+    if crop.shape[:2] == (size, size):
+        return crop
+    interpolation = cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR
+    return cv2.resize(crop, (size, size), interpolation=interpolation)
+
+
 def resolve_device(requested: str | None = None) -> torch.device:
     """``requested``, else ``$DEEPSHIELD_DEVICE``, else CUDA, then Apple MPS, then CPU."""
     name = requested or os.environ.get(DEVICE_ENV)
@@ -145,17 +153,13 @@ class Detector:
 
     def preprocess(self, crops: list[np.ndarray]) -> torch.Tensor:
         """Args: RGB uint8 crops of any size. Returns: (B, 3, S, S) normalised, channels-last, on device."""
-        size = self.meta.img_size
-        resized = [
-            cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA if c.shape[0] > size else cv2.INTER_LINEAR)
-            for c in crops
-        ]
+        resized = [resize_crop(c, self.meta.img_size) for c in crops]
         batch = torch.from_numpy(np.stack(resized)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         return (batch - self._mean) / self._std
 
     def probabilities(self, logits: torch.Tensor) -> np.ndarray:
-        """Temperature-calibrated P(fake) per logit."""
-        return torch.sigmoid(logits.float() / self.meta.temperature).cpu().numpy().astype(np.float64)
+        """Temperature-calibrated P(fake) per logit (float64, so logits stay recoverable from them)."""
+        return torch.sigmoid(logits.double() / self.meta.temperature).cpu().numpy()
 
     def verdict(self, prob_fake: float, threshold: float | None = None) -> Verdict:
         """Label at ``threshold`` (default: the weights'), flagged uncertain inside the band around it."""

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 YUNET_ENV = "DEEPSHIELD_FACE_MODEL"
+SMALL_IMAGE_SIDE = 512  # Haar pads images up to this size (see FaceDetector._detect_haar_padded)
 # Where a YuNet model dropped beside the weights is picked up without configuration.
 YUNET_DEFAULT_PATH = Path(__file__).resolve().parent.parent / "weights" / "face_detection_yunet.onnx"
 
@@ -38,11 +39,12 @@ class Face:
 class CropSpec:
     """Square crop centred on the face box, ``scale`` times the box's longer side.
 
-    1.2 around a Haar box reproduces the tight DFDC face crops the model trains on (the Haar box covers
-    ~84% of their width, measured on 150 dfdc-faces train crops).
+    1.0 reproduces the tight DFDC face crops that most training data is: on 193 dfdc-faces valid crops,
+    the (padded, see ``FaceDetector``) Haar box is a median 1.05x the crop's width, 0.98x at the 5th
+    percentile. Loose portraits (140k) cropped this way frame the face the same way.
     """
 
-    scale: float = 1.2
+    scale: float = 1.0
 
 
 DEFAULT_CROP = CropSpec()
@@ -112,12 +114,23 @@ class FaceDetector:
         factor = min(1.0, self.max_side / max(height, width))
         small = image if factor == 1.0 else cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
         with self._lock:
-            raw = self._detect_yunet(small) if self.name == "yunet" else self._detect_haar(small)
+            raw = self._detect_yunet(small) if self.name == "yunet" else self._detect_haar_padded(small)
         faces = [_clip(_scale(face, 1.0 / factor), width, height) for face in raw]
         return sorted((f for f in faces if f.w > 1 and f.h > 1), key=lambda f: f.w * f.h, reverse=True)
 
-    def _detect_haar(self, image: np.ndarray) -> list[Face]:
+    def _detect_haar_padded(self, image: np.ndarray) -> list[Face]:
+        """Haar needs margin around a face: on tight face crops (a face filling the image) it finds one in
+        20% of dfdc-faces crops, often a wrong part-face; with a 25% replicated border, in 91%, whole
+        faces (on 140k portraits: 96% either way). Small images (face crops, thumbnails) get that border;
+        frames do not need it and it would more than double their cost."""
         gray = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
+        border = int(round(0.25 * max(gray.shape))) if max(gray.shape) <= SMALL_IMAGE_SIDE else 0
+        if border:
+            gray = cv2.copyMakeBorder(gray, border, border, border, border, cv2.BORDER_REPLICATE)
+        return [Face(f.x - border, f.y - border, f.w, f.h, f.score) for f in self._detect_haar(gray)]
+
+    def _detect_haar(self, gray: np.ndarray) -> list[Face]:
+        """Args: an equalised grayscale image. Returns: faces in its pixels."""
         # Haar's cost is in its smallest scales: a 27 px floor costs 3x a 54 px one on a 960x540 frame.
         min_side = max(24, int(min(gray.shape) * self.min_face_frac))
         boxes, _, weights = self._haar.detectMultiScale3(

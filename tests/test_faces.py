@@ -5,8 +5,11 @@ import numpy as np
 import pytest
 
 from deepshield.faces import CropSpec, Face, FaceDetector, crop_face, crop_window, keep_main_faces
+from deepshield.media import load_image
 
-from .conftest import VIDEOS, YUNET, needs_shared, noise_image
+from .conftest import SHARED, VIDEOS, YUNET, needs_shared, noise_image
+
+DFDC_VALID = SHARED / "data" / "dfdc-faces" / "valid"
 
 
 def test_crop_is_square_centred_and_scaled() -> None:
@@ -40,10 +43,33 @@ def test_downscaled_detection_maps_boxes_back(monkeypatch: pytest.MonkeyPatch) -
         seen.append(small.shape)
         return [Face(10, 10, 20, 20, 3.0), Face(50, 20, 40, 40, 5.0)]
 
-    monkeypatch.setattr(detector, "_detect_haar", fake_haar)
+    monkeypatch.setattr(detector, "_detect_haar_padded", fake_haar)
     faces = detector.detect(noise_image(200, 400))
     assert seen == [(50, 100, 3)]
     assert [f.box for f in faces] == [(200, 80, 160, 120), (40, 40, 80, 80)]  # largest first, clipped to frame
+
+
+def test_small_images_get_a_border_so_tight_face_crops_are_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    detector = FaceDetector()
+    seen: list[tuple[int, ...]] = []
+
+    def fake_haar(gray: np.ndarray) -> list[Face]:
+        seen.append(gray.shape)
+        return [Face(30, 30, 50, 50, 1.0)]
+
+    monkeypatch.setattr(detector, "_detect_haar", fake_haar)
+    assert [f.box for f in detector.detect(noise_image(100, 100))] == [(5, 5, 50, 50)]  # border of 25 removed
+    detector.detect(noise_image(600, 800))
+    assert seen == [(150, 150), (540, 720)]  # frames (downscaled to 720 px) are not padded
+
+
+@needs_shared(DFDC_VALID)
+def test_tight_dfdc_crops_yield_whole_faces() -> None:
+    detector = FaceDetector()
+    paths = sorted(DFDC_VALID.glob("*/*.jpg"))[::100][:40]
+    widths = [f[0].w / 224 for f in (detector.detect(load_image(p)) for p in paths) if f]
+    assert len(widths) >= 0.8 * len(paths)  # found (unpadded Haar: ~20%)
+    assert sum(w > 0.8 for w in widths) >= 0.9 * len(widths)  # whole faces, not part-faces
 
 
 def test_haar_is_the_default_and_finds_nothing_in_noise() -> None:

@@ -1,0 +1,149 @@
+"""Datasets on disk for ``train.py`` and ``evaluate.py``: listing a labelled split, balanced subsets, and a
+cache of decoded face crops so training decodes and detects each image only once.
+
+Layout ("140k Real and Fake Faces"): ``ROOT/{train,valid,test}/{real,fake}/*``; label 0 = real, 1 = fake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from . import __version__
+from .detector import Detector, resize_crop
+from .media import load_image
+
+CLASSES = ("real", "fake")  # folder names, in label order (ModelMeta.labels is ("Real", "Fake"))
+SPLITS = ("train", "valid", "test")
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+VIDEO_EXTS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
+CACHE_ENV = "DEEPSHIELD_CACHE"
+CACHE_VERSION = 2  # bump when the crop or resize rule changes, so old caches are not reused
+
+
+def default_cache_dir() -> Path:
+    """``$DEEPSHIELD_CACHE``, else ``~/.cache/deepshield``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "deepshield")
+
+
+def list_labelled(folder: str | os.PathLike, exts: frozenset[str] = IMAGE_EXTS) -> tuple[list[Path], np.ndarray]:
+    """Files under ``folder/real`` and ``folder/fake`` with one of ``exts``, sorted by name.
+
+    Returns: paths and labels (N,) int64, 0 = real, 1 = fake.
+    Raises: FileNotFoundError naming a missing class folder; ValueError if a class folder has no file.
+    """
+    folder = Path(folder)
+    missing = [str(folder / name) for name in CLASSES if not (folder / name).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"missing class folder {' and '.join(missing)} (expected {folder}/{{real,fake}}/)")
+    paths: list[Path] = []
+    labels: list[int] = []
+    for label, name in enumerate(CLASSES):
+        class_dir = folder / name
+        found = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in exts and p.is_file())
+        if not found:
+            raise ValueError(f"{class_dir}: no files with extension {sorted(exts)}")
+        paths += found
+        labels += [label] * len(found)
+    return paths, np.array(labels, dtype=np.int64)
+
+
+def list_split(root: str | os.PathLike, split: str) -> tuple[list[Path], np.ndarray]:
+    """Images of ``root/split/{real,fake}``. Returns: paths and 0/1 labels (see ``list_labelled``)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data root {root} not found")
+    if not (root / split).is_dir():
+        raise FileNotFoundError(f"{root / split}: missing split folder (expected {root}/{split}/{{real,fake}}/)")
+    return list_labelled(root / split)
+
+
+def balanced_subset(paths: list[Path], labels: np.ndarray, max_per_class: int | None,
+                    seed: int = 0) -> tuple[list[Path], np.ndarray]:
+    """At most ``max_per_class`` items of each class, drawn at random (seeded), in the original order.
+    ``None`` keeps everything."""
+    if max_per_class is None:
+        return paths, labels
+    if max_per_class < 1:
+        raise ValueError(f"max_per_class must be >= 1, got {max_per_class}")
+    rng = np.random.default_rng(seed)
+    keep = np.concatenate([
+        rng.permutation(np.flatnonzero(labels == label))[:max_per_class] for label in np.unique(labels)
+    ])
+    keep.sort()
+    return [paths[i] for i in keep], labels[keep]
+
+
+def model_crop(path: Path, detector: Detector, face_crop: bool = True) -> np.ndarray:
+    """The model's input crop of one image file, as ``Detector.predict_image`` would make it: the largest
+    face's crop, or the whole image when no face is found (or ``face_crop`` is off), resized to the
+    model's input size. Returns: RGB uint8 (S, S, 3)."""
+    image = load_image(path, detector.max_pixels)
+    crop = detector.face_crops(image)[1][0] if face_crop else image
+    return resize_crop(crop, detector.meta.img_size)
+
+
+@dataclass
+class CachedSplit:
+    """Decoded model crops of one root's split."""
+
+    root: Path
+    split: str
+    paths: list[Path]
+    labels: np.ndarray  # (N,) 0 real, 1 fake
+    images: np.ndarray  # (N, S, S, 3) uint8 RGB, possibly memory-mapped
+
+
+def load_split(root: str | os.PathLike, split: str, detector: Detector, max_per_class: int | None = None,
+               seed: int = 0, face_crop: bool = True, cache_dir: str | os.PathLike | None = None) -> CachedSplit:
+    """List ``root/split``, take a balanced subset, and return its model crops, memory-mapped from the
+    cache file, which is built on first use (one decode and face detection per image).
+
+    Args:
+        detector: gives the face detector, crop geometry and input size the crops must match.
+        face_crop: False keeps whole images (for roots that are already tight face crops).
+        cache_dir: default ``default_cache_dir()``.
+    """
+    paths, labels = balanced_subset(*list_split(root, split), max_per_class, seed)
+    cache_file = Path(cache_dir or default_cache_dir()) / f"{Path(root).name}-{split}-{_cache_key(paths, detector, face_crop)}.npy"
+    if not cache_file.is_file():
+        _build_cache(cache_file, paths, detector, face_crop, desc=f"caching {Path(root).name}/{split}")
+    return CachedSplit(Path(root), split, paths, labels, np.load(cache_file, mmap_mode="r"))
+
+
+def _build_cache(cache_file: Path, paths: list[Path], detector: Detector, face_crop: bool, desc: str) -> None:
+    # Crops go straight into a memory-mapped .npy (no second copy in RAM), written under a temporary
+    # name and renamed, so an interrupted run never leaves a truncated cache behind.
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache_file.with_name(f"{cache_file.stem}.{os.getpid()}.partial.npy")  # per process: no clash
+    size = detector.meta.img_size
+    images = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+    for i, path in enumerate(tqdm(paths, desc=desc, unit="img", leave=False)):
+        images[i] = model_crop(path, detector, face_crop)
+    images.flush()
+    del images
+    os.replace(partial, cache_file)
+
+
+def _cache_key(paths: list[Path], detector: Detector, face_crop: bool) -> str:
+    """A digest of everything the cached crops depend on: the files (by path, size and mtime), the face
+    detector and its settings, the crop geometry, the input size and the package version."""
+    stats = []
+    for path in paths:
+        stat = path.stat()
+        stats.append((str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+    recipe = {
+        "version": CACHE_VERSION, "img_size": detector.meta.img_size, "face_crop": face_crop,
+        "crop_scale": detector.crop.scale, "package": __version__, "files": stats,
+        "face_detector": [detector.faces.source, detector.faces.max_side, detector.faces.min_face_frac],
+    }
+    return hashlib.sha1(json.dumps(recipe).encode()).hexdigest()[:16]

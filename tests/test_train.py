@@ -1,0 +1,275 @@
+"""train.py and evaluate.py end to end on a tiny synthetic dataset, plus deepshield.data and the training
+script's pure pieces (schedule, sampler, augmentation). CPU only, no network."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from deepshield import load_detector
+from deepshield.data import balanced_subset, list_split, load_split, model_crop
+from deepshield.detector import Detector
+from deepshield.faces import FaceDetector
+from deepshield.model import DeepfakeCNN
+from deepshield.weights import ModelMeta, read_meta
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+PER_CLASS = 12
+EPOCH_LINE = re.compile(
+    r"^Epoch (\d+)/(\d+) \[Ph(\d)\] train_loss=\d+\.\d{4} val_loss=\d+\.\d{4} val_auc=\d\.\d{4} val_acc=\d\.\d{4} img/s=\d+\.\d$",
+    re.M,
+)
+
+
+def load_script(name: str) -> ModuleType:
+    """Import a top-level script (train.py, evaluate.py) as a module, without touching sys.path."""
+    spec = importlib.util.spec_from_file_location(name, REPO / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_root(root: Path, seed: int, size: int = 64) -> None:
+    """ROOT/{train,valid,test}/{real,fake}/*.jpg: smooth noise; fakes carry inverted stripes."""
+    rng = np.random.default_rng(seed)
+    for split in ("train", "valid", "test"):
+        for label, name in enumerate(("real", "fake")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(PER_CLASS):
+                image = cv2.GaussianBlur(rng.integers(40, 216, (size, size, 3), dtype=np.uint8), (0, 0), 3)
+                if label:
+                    image[::4] = 255 - image[::4]
+                cv2.imwrite(str(folder / f"{i:03d}.jpg"), image)
+
+
+def run(script: str, *args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    base = tmp_path_factory.mktemp("data")
+    made = [base / "alpha", base / "beta"]
+    for seed, root in enumerate(made):
+        make_root(root, seed)
+    return made
+
+
+@pytest.fixture(scope="module")
+def trained(roots: list[Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """(weights path, stdout) of a 2-epoch tiny run."""
+    out = tmp_path_factory.mktemp("run") / "w.safetensors"
+    done = run("train.py", "--data", *roots, "--arch", "tiny", "--epochs", "2", "--batch-size", "8", "--workers", "0",
+               "--lr", "3e-3", "--cache-dir", out.parent / "cache", "--out", out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, done.stdout
+
+
+# --- train.py end to end ---------------------------------------------------------------------------
+
+
+def test_train_writes_weights_that_load_with_their_metadata(trained: tuple[Path, str], roots: list[Path]) -> None:
+    out, stdout = trained
+    assert [m.group(1, 2, 3) for m in EPOCH_LINE.finditer(stdout)] == [("1", "2", "1"), ("2", "2", "1")]
+    detector = load_detector(out, device="cpu")
+    meta = detector.meta
+    assert meta.trained and meta.arch == "tiny" and meta.img_size == 64
+    assert 0.0 < meta.threshold < 1.0 and meta.temperature > 0.0
+    assert "train.py" in meta.training_command and "--arch tiny" in meta.training_command
+    assert all(str(root) in meta.training_data for root in roots)
+    assert {"epoch", "roc_auc", "ece", "ece_uncalibrated", "per_root"} <= set(meta.metrics)
+    result = detector.predict_image(roots[0] / "test" / "fake" / "000.jpg")
+    assert 0.0 <= result.prob_fake <= 1.0
+
+
+def test_train_writes_config_curves_and_state(trained: tuple[Path, str]) -> None:
+    out, _ = trained
+    config = json.loads(out.with_suffix(".config.json").read_text())
+    assert config["arch"] == "tiny" and config["init"] == "scratch" and config["img_size"] == 64
+    with open(out.with_suffix(".curves.csv")) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and {"train_loss", "val_auc", "img_s"} <= set(rows[0])
+    assert out.with_suffix(".curves.png").stat().st_size > 0
+    assert out.with_suffix(".state.pt").is_file()
+
+
+def test_resume_continues_from_the_last_epoch(trained: tuple[Path, str], roots: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / trained[0].name
+    shutil.copytree(trained[0].parent, tmp_path, dirs_exist_ok=True)
+    done = run("train.py", "--data", *roots, "--arch", "tiny", "--epochs", "3", "--batch-size", "8", "--workers", "1",
+               "--lr", "3e-3", "--cache-dir", tmp_path / "cache", "--out", out, "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [m.group(1) for m in EPOCH_LINE.finditer(done.stdout)] == ["3"]
+    with open(out.with_suffix(".curves.csv")) as handle:
+        assert [int(r["epoch"]) for r in csv.DictReader(handle)] == [1, 2, 3]
+
+
+def test_imagenet_init_offline_names_scratch(roots: list[Path], tmp_path: Path) -> None:
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch")}  # an empty hub cache
+    # A proxy that refuses connections: the download fails at once, as it would offline.
+    env.update({k: "http://127.0.0.1:9" for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")})
+    env.pop("no_proxy", None), env.pop("NO_PROXY", None)
+    done = run("train.py", "--data", *roots, "--arch", "efficientnet_b0", "--init", "imagenet",
+               "--out", tmp_path / "w.safetensors", env=env)
+    assert done.returncode != 0
+    assert "--init scratch" in done.stderr and "Traceback" not in done.stderr
+
+
+# --- evaluate.py end to end ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode, extra, n", [("detect", [], 4 * PER_CLASS), ("no-detect", ["--no-detect", "--limit", "3"], 12)])
+def test_evaluate_writes_json_csv_and_plots(trained: tuple[Path, str], roots: list[Path], tmp_path: Path,
+                                            mode: str, extra: list[str], n: int) -> None:
+    done = run("evaluate.py", "--data", *roots, "--split", "test", "--weights", trained[0], "--device", "cpu",
+               "--json", tmp_path / "r.json", "--predictions", tmp_path / "p.csv", "--plots", tmp_path / "plots", *extra)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["mode"] == mode and set(report["roots"]) == {str(r) for r in roots}
+    overall = report["overall"]
+    assert overall["n"] == n and np.array(overall["confusion_matrix"]).sum() == n  # --limit: 3 per class and root
+    for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "eer",
+                "ece", "ece_uncalibrated", "brier", "brier_uncalibrated"):
+        assert 0.0 <= overall[key] <= 1.0, key
+    with open(tmp_path / "p.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == n and {r["label"] for r in rows} == {"real", "fake"}
+    assert all(0.0 <= float(r["prob_fake"]) <= 1.0 for r in rows)
+    assert {r["face_found"] for r in rows} <= ({""} if mode == "no-detect" else {"True", "False"})
+    for name in ("roc.png", "reliability.png"):
+        assert (tmp_path / "plots" / name).stat().st_size > 0
+
+
+# --- deepshield.data ---------------------------------------------------------------------------------
+
+
+def test_list_split_and_missing_folders(roots: list[Path], tmp_path: Path) -> None:
+    paths, labels = list_split(roots[0], "train")
+    assert len(paths) == 2 * PER_CLASS and labels.tolist() == [0] * PER_CLASS + [1] * PER_CLASS
+    assert all(p.parent.name == ("fake" if y else "real") for p, y in zip(paths, labels))
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        list_split(tmp_path / "nowhere", "train")
+    (tmp_path / "half" / "train" / "real").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="fake"):
+        list_split(tmp_path / "half", "train")
+    with pytest.raises(ValueError, match="split"):
+        list_split(roots[0], "validation")
+
+
+def test_balanced_subset_is_seeded_and_balanced(roots: list[Path]) -> None:
+    paths, labels = list_split(roots[0], "train")
+    sub_paths, sub_labels = balanced_subset(paths, labels, 5, seed=1)
+    assert np.bincount(sub_labels).tolist() == [5, 5]
+    assert sub_paths == balanced_subset(paths, labels, 5, seed=1)[0] != balanced_subset(paths, labels, 5, seed=2)[0]
+
+
+def tiny_detector() -> Detector:
+    return Detector(DeepfakeCNN("tiny"), ModelMeta("tiny", 64), FaceDetector(), torch.device("cpu"))
+
+
+def test_load_split_builds_then_reuses_the_cache(roots: list[Path], tmp_path: Path) -> None:
+    detector = tiny_detector()
+    first = load_split(roots[1], "valid", detector, max_per_class=4, cache_dir=tmp_path)
+    assert first.images.shape == (8, 64, 64, 3) and first.images.dtype == np.uint8
+    assert len(list(tmp_path.glob("*.npy"))) == 1
+    again = load_split(roots[1], "valid", detector, max_per_class=4, cache_dir=tmp_path)
+    assert np.array_equal(first.images, again.images) and len(list(tmp_path.glob("*.npy"))) == 1
+    load_split(roots[1], "valid", detector, max_per_class=4, cache_dir=tmp_path, face_crop=False)
+    assert len(list(tmp_path.glob("*.npy"))) == 2  # another recipe, another file
+
+
+def test_model_crop_of_a_real_portrait_is_the_face() -> None:
+    folder = SHARED / "data" / "140k-sample" / "test" / "real"
+    if not folder.is_dir():
+        pytest.skip(f"shared data not found at {folder}")
+    detector = tiny_detector()
+    paths = sorted(folder.glob("*.jpg"))[:6]
+    sides = []
+    for path in paths:
+        faces, crops, _ = detector.face_crops(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
+        sides += [crops[0].shape[0]] if faces else []
+    # Most portraits are cut to their face (the box is ~0.67 of the 256 px image), as at inference.
+    assert len(sides) >= 4 and max(sides) < 240
+    assert model_crop(paths[0], detector).shape == (64, 64, 3)
+
+
+# --- train.py's pure pieces ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def train_module() -> ModuleType:
+    return load_script("train")
+
+
+def test_lr_schedules(train_module: ModuleType) -> None:
+    Config, lr_at, phase_at = train_module.Config, train_module.lr_at, train_module.phase_at
+    scratch = Config(init="scratch", lr=1e-3, min_lr=0.0, warmup_epochs=1, epochs=10)
+    assert lr_at(0, scratch, 10) == pytest.approx(1e-4) and lr_at(9, scratch, 10) == pytest.approx(1e-3)
+    assert lr_at(55, scratch, 10) == pytest.approx(5e-4)  # halfway through the cosine
+    assert lr_at(99, scratch, 10) < 1e-5
+    tuned = Config(init="imagenet", lr=1e-4, finetune_lr=1e-5, freeze_epochs=5)
+    assert lr_at(49, tuned, 10) == 1e-4 and lr_at(50, tuned, 10) == 1e-5
+    assert [phase_at(e, tuned) for e in (1, 5, 6, 50)] == [1, 1, 2, 2] and phase_at(9, scratch) == 1
+
+
+def test_frozen_stages_follow_the_phase(train_module: ModuleType) -> None:
+    model = DeepfakeCNN("tiny")
+    tuned = train_module.Config(init="imagenet", freeze_epochs=5, unfreeze_stages=2)
+    n = len(model.features)
+    assert train_module.frozen_stages(model, 1, tuned) == n
+    assert train_module.frozen_stages(model, 6, tuned) == n - 3  # last two stages + the final 1x1 conv train
+    train_module.set_train_mode(model, n - 3)
+    assert not any(p.requires_grad for p in model.features[0].parameters()) and not model.features[0].training
+    assert all(p.requires_grad for p in model.features[-1].parameters()) and model.head.training
+
+
+def test_balanced_batches(train_module: ModuleType) -> None:
+    groups = np.array([0] * 50 + [1] * 50 + [2] * 4 + [3] * 4)  # a big root and a small one
+    sampler = train_module.BalancedBatchSampler(groups, batch_size=8, n_batches=20, seed=0)
+    batches = list(sampler)
+    assert len(batches) == 20 and all(len(b) == 8 for b in batches)
+    assert all(np.bincount(groups[b], minlength=4).tolist() == [2, 2, 2, 2] for b in batches)
+    sampler.epoch = 1
+    assert list(sampler) != batches
+
+
+def test_augment_keeps_shape_and_is_seeded(train_module: ModuleType) -> None:
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    first = train_module.augment(image, np.random.default_rng(5))
+    assert first.shape == image.shape and first.dtype == np.uint8 and first.flags.c_contiguous
+    assert np.array_equal(first, train_module.augment(image, np.random.default_rng(5)))
+    assert train_module.jpeg(image, 30).shape == image.shape
+
+
+def test_imagenet_init_rejects_tiny(train_module: ModuleType) -> None:
+    with pytest.raises(ValueError, match="--init scratch"):
+        train_module.imagenet_features("tiny")
+
+
+def test_resume_without_state_is_a_clear_error(train_module: ModuleType, roots: list[Path], tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="--resume"):
+        train_module.main(["--data", *map(str, roots), "--arch", "tiny", "--device", "cpu",
+                           "--out", str(tmp_path / "none.safetensors"), "--resume"])
+
+
+def test_weights_metadata_survives_a_read(trained: tuple[Path, str]) -> None:
+    meta = read_meta(trained[0])
+    assert meta.metrics["split"] == "valid" and meta.training_command.startswith("python ")

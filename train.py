@@ -1,0 +1,587 @@
+"""Train the DeepShield classifier on face images laid out as ROOT/{train,valid}/{real,fake}/*.
+
+    python train.py --data ROOT [ROOT...] [--arch efficientnet_b0|tiny] [--init scratch|imagenet|FILE]
+                    [--epochs 50] [--max-per-class N] [--out weights/deepshield_b0.safetensors] [--resume]
+
+Reads top to bottom: config -> schedule -> augmentation -> data -> model -> one epoch -> validation and
+checkpoint -> main. Every image is decoded and face-cropped once (the crop ``Detector.predict_image``
+makes) and cached; batches are balanced over roots and classes; augmentations are the same for both
+classes. Pretrained inits fine-tune in two phases (head only, then the last stages too); from scratch,
+every layer trains with warm-up + cosine. The best epoch by validation AUC is saved with save_weights,
+its temperature and threshold fitted on the validation set; OUT.state.pt holds the training state for
+--resume (never used at inference), OUT.config.json the resolved config, OUT.curves.{csv,png} the curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import csv
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from deepshield.data import CachedSplit, load_split
+from deepshield.detector import Detector, resolve_device
+from deepshield.faces import FaceDetector, default_face_model
+from deepshield.metrics import fit_temperature, nll, pick_threshold, roc_auc, sigmoid, summary
+from deepshield.model import ARCHS, DeepfakeCNN
+from deepshield.weights import ModelMeta, load_weights, save_weights
+
+# ----------------------------------------------------------------------------------------------------
+# Config: every default in one place; each field is a --flag (underscores become dashes).
+
+
+def opt(default: Any, help: str) -> Any:
+    """A Config field with its --help text."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Config:
+    data: list[str] = field(default_factory=list, metadata={"help": "dataset roots, each ROOT/{train,valid}/{real,fake}/*"})
+    arch: str = opt("efficientnet_b0", f"one of {sorted(ARCHS)} (tiny: tests)")
+    img_size: int = opt(0, "input size; 0: the arch's native size (224 efficientnet_b0, 64 tiny)")
+    use_fft: bool = opt(False, "add the FFT frequency branch")
+    init: str = opt("", "scratch | imagenet | FILE.safetensors; default imagenet for efficientnet_b0, else scratch")
+    epochs: int = opt(50, "maximum epochs (early stopping may end sooner)")
+    batch_size: int = opt(32, "images per batch, balanced over roots and classes")
+    steps_per_epoch: int = opt(0, "batches per epoch; 0: one pass over the training images")
+    lr: float = opt(0.0, "0: 1e-4 (pretrained, phase-1 head) or 1e-3 (scratch peak)")
+    finetune_lr: float = opt(1e-5, "pretrained, phase 2")
+    freeze_epochs: int = opt(5, "pretrained: epochs 1..N train the head only (phase 1)")
+    unfreeze_stages: int = opt(2, "pretrained phase 2: last EfficientNet stages trained too (with the final 1x1 conv)")
+    warmup_epochs: float = opt(1.0, "scratch: linear warm-up, then cosine decay to --min-lr")
+    min_lr: float = opt(1e-6, "scratch: final learning rate")
+    weight_decay: float = opt(0.05, "AdamW weight decay")
+    label_smoothing: float = opt(0.1, "targets become 0.05 / 0.95 at 0.1")
+    ema_decay: float = opt(0.0, "> 0: validate and save an exponential moving average of the weights (e.g. 0.999)")
+    patience: int = opt(5, "epochs without a better validation AUC before stopping (counted afresh in phase 2)")
+    max_per_class: int = opt(0, "training images per root and class, a seeded random subset; 0: all")
+    val_max_per_class: int = opt(0, "the same for the validation split; 0: all")
+    augment: bool = opt(True, "flips, crop jitter, colour, JPEG, blur, noise, rescaling")
+    face_crop: bool = opt(True, "crop each image to its face as inference does; --no-face-crop: use images as given")
+    face_model: str = opt("", "YuNet .onnx for face detection; default as load_detector ($DEEPSHIELD_FACE_MODEL, weights/, Haar)")
+    out: str = opt("weights/deepshield_b0.safetensors", "best weights; OUT.state.pt, OUT.config.json, OUT.curves.* beside it")
+    resume: bool = opt(False, "continue from OUT.state.pt")
+    seed: int = opt(0, "seeds initialisation, subsets, batches and augmentation")
+    device: str = opt("", "cpu, cuda, mps; default: the best available")
+    workers: int = opt(-1, "DataLoader worker processes; -1: half the CPU cores")
+    cache_dir: str = opt("", "decoded-crop cache; default $DEEPSHIELD_CACHE or ~/.cache/deepshield")
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    """Build the parser from ``Config``'s fields; unset flags keep the dataclass defaults."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], argument_default=argparse.SUPPRESS)
+    for f in fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "data":
+            parser.add_argument(flag, nargs="+", required=True, metavar="ROOT", help=f.metadata["help"])
+            continue
+        help = f"{f.metadata['help']} (default: {f.default!r})"
+        if f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help)
+        else:
+            parser.add_argument(flag, type={"int": int, "float": float}.get(f.type, str), help=help)
+    return resolve(Config(**vars(parser.parse_args(argv))))
+
+
+def resolve(cfg: Config) -> Config:
+    """Fill the "auto" defaults and check values, so the saved config says exactly what ran."""
+    if cfg.arch not in ARCHS:
+        raise ValueError(f"unknown --arch {cfg.arch!r}; known: {sorted(ARCHS)}")
+    init = cfg.init or ("imagenet" if cfg.arch == "efficientnet_b0" else "scratch")
+    if init not in ("scratch", "imagenet") and not init.endswith(".safetensors"):
+        raise ValueError(f"--init {init!r}: expected scratch, imagenet or a .safetensors file")
+    if cfg.batch_size < 2:
+        raise ValueError(f"--batch-size must be >= 2 (batch norm), got {cfg.batch_size}")
+    return replace(
+        cfg, init=init,
+        img_size=cfg.img_size or ARCHS[cfg.arch].img_size,
+        lr=cfg.lr or (1e-3 if init == "scratch" else 1e-4),
+        workers=cfg.workers if cfg.workers >= 0 else max(1, (os.cpu_count() or 2) // 2),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Schedule.
+
+
+def phase_at(epoch: int, cfg: Config) -> int:
+    """1 or 2 for the fine-tuning phases of a pretrained init (1-based ``epoch``); 1 from scratch."""
+    return 2 if cfg.init != "scratch" and epoch > cfg.freeze_epochs else 1
+
+
+def lr_at(step: int, cfg: Config, steps_per_epoch: int) -> float:
+    """Learning rate at optimizer step ``step`` (0-based). Pretrained: ``lr`` for the head-only phase,
+    then ``finetune_lr``. Scratch: linear warm-up to ``lr``, then cosine decay to ``min_lr``."""
+    if cfg.init != "scratch":
+        return cfg.lr if step < cfg.freeze_epochs * steps_per_epoch else cfg.finetune_lr
+    warmup = max(1, round(cfg.warmup_epochs * steps_per_epoch))
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, cfg.epochs * steps_per_epoch - warmup))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Augmentation: numpy/cv2 on uint8 RGB crops, identical for both classes, so no corruption can become
+# a shortcut to the label.
+
+
+def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Args: an RGB uint8 crop (S, S, 3). Returns: a randomly corrupted copy of the same shape."""
+    if rng.random() < 0.5:
+        image = image[:, ::-1]
+    image = jitter_crop(image, rng)
+    if rng.random() < 0.8:
+        image = colour_jitter(image, rng)
+    if rng.random() < 0.3:
+        image = down_up(image, rng)
+    if rng.random() < 0.2:
+        image = cv2.GaussianBlur(image, (0, 0), sigmaX=rng.uniform(0.3, 1.5))
+    if rng.random() < 0.2:
+        image = np.clip(image + rng.normal(0.0, rng.uniform(2.0, 8.0), image.shape), 0, 255).astype(np.uint8)
+    if rng.random() < 0.5:
+        image = jpeg(image, int(rng.integers(30, 96)))
+    return np.ascontiguousarray(image)
+
+
+def jitter_crop(image: np.ndarray, rng: np.random.Generator, scale: float = 0.1, shift: float = 0.05) -> np.ndarray:
+    """Zoom by 1 +- ``scale`` and shift by up to ``shift`` of the side: the spread of face-detector boxes
+    around the crop. Borders are replicated, as ``crop_face`` pads."""
+    size = image.shape[0]
+    zoom = rng.uniform(1.0 - scale, 1.0 + scale)  # source pixels per output pixel
+    dx, dy = rng.uniform(-shift, shift, 2) * size
+    centre = (size - 1) / 2.0
+    matrix = np.float32([[zoom, 0, centre * (1 - zoom) + dx], [0, zoom, centre * (1 - zoom) + dy]])
+    return cv2.warpAffine(np.ascontiguousarray(image), matrix, (size, size),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+
+
+def colour_jitter(image: np.ndarray, rng: np.random.Generator, amount: float = 0.2) -> np.ndarray:
+    """Brightness, contrast and saturation each scaled by 1 +- ``amount``."""
+    pixels = image.astype(np.float32) * rng.uniform(1 - amount, 1 + amount)
+    pixels = (pixels - pixels.mean()) * rng.uniform(1 - amount, 1 + amount) + pixels.mean()
+    gray = pixels @ np.float32([0.299, 0.587, 0.114])
+    pixels = gray[..., None] + (pixels - gray[..., None]) * rng.uniform(1 - amount, 1 + amount)
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def down_up(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Downscale by 0.4-0.9 and back: the softness of low-resolution sources."""
+    size = image.shape[0]
+    small = max(8, int(size * rng.uniform(0.4, 0.9)))
+    return cv2.resize(cv2.resize(image, (small, small), interpolation=cv2.INTER_AREA), (size, size),
+                      interpolation=cv2.INTER_LINEAR)
+
+
+def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    """Re-encode as JPEG at ``quality`` (in BGR, so chroma subsampling hits the right channels)."""
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError(f"JPEG encoding failed at quality {quality}")
+    return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data: cached crops of every root, and batches balanced over (root, class) groups.
+
+
+class TrainSet(Dataset):
+    """Crops of several cached splits; sample ``k`` of epoch ``e`` is augmented with the RNG seeded
+    (seed, e, k), so a run is reproducible whatever the number of workers, and across --resume."""
+
+    def __init__(self, splits: list[CachedSplit], seed: int, augment: bool) -> None:
+        self.splits, self.seed, self.augment, self.epoch = splits, seed, augment, 0
+        self.items = [(s, i) for s, split in enumerate(splits) for i in range(len(split.labels))]
+        # Group = (root, class): the unit the batch sampler balances.
+        self.groups = np.array([2 * s + int(splits[s].labels[i]) for s, i in self.items])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, k: int) -> tuple[np.ndarray, int]:
+        s, i = self.items[k]
+        image = np.array(self.splits[s].images[i])  # a copy: the cache may be a read-only memory map
+        if self.augment:
+            image = augment(image, np.random.default_rng((self.seed, self.epoch, k)))
+        return image, int(self.splits[s].labels[i])
+
+
+class BalancedBatchSampler(Sampler[list[int]]):
+    """Batches holding an equal share of every group (the remainder going to a random few); each group
+    is drawn in reshuffled passes, so small groups repeat within an epoch and large ones are subsampled."""
+
+    def __init__(self, groups: np.ndarray, batch_size: int, n_batches: int, seed: int) -> None:
+        self.members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+        self.batch_size, self.n_batches, self.seed, self.epoch = batch_size, n_batches, seed, 0
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng((self.seed, self.epoch, 1))
+        streams = [_reshuffled(m, rng) for m in self.members]
+        share, extra = divmod(self.batch_size, len(streams))
+        for _ in range(self.n_batches):
+            lucky = set(rng.permutation(len(streams))[:extra].tolist())
+            batch = [int(next(s)) for g, s in enumerate(streams) for _ in range(share + (g in lucky))]
+            yield [batch[i] for i in rng.permutation(len(batch))]
+
+
+def _reshuffled(indices: np.ndarray, rng: np.random.Generator) -> Iterator[int]:
+    while True:
+        yield from rng.permutation(indices)
+
+
+def load_splits(cfg: Config, split: str, detector: Detector) -> list[CachedSplit]:
+    """Each root's cached crops for ``split`` (the balanced subset when a max per class is set)."""
+    limit = cfg.max_per_class if split == "train" else cfg.val_max_per_class
+    return [
+        load_split(root, split, detector, limit or None, cfg.seed, cfg.face_crop, cfg.cache_dir or None)
+        for root in cfg.data
+    ]
+
+
+def describe_data(train: list[CachedSplit], valid: list[CachedSplit]) -> str:
+    """One line per root for the weights' ``training_data``."""
+    return "; ".join(
+        f"{t.root}: train {len(t.labels)} ({int((t.labels == 0).sum())} real / {int(t.labels.sum())} fake), "
+        f"valid {len(v.labels)}" for t, v in zip(train, valid)
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Model: initialisation, frozen stages, EMA.
+
+
+def build_model(cfg: Config) -> DeepfakeCNN:
+    """A DeepfakeCNN initialised per ``cfg.init``: random, ImageNet features, or a DeepShield file."""
+    if cfg.init.endswith(".safetensors"):
+        model, meta = load_weights(cfg.init)
+        if (meta.arch, meta.use_fft) != (cfg.arch, cfg.use_fft):
+            raise ValueError(f"--init {cfg.init} is arch={meta.arch}, use_fft={meta.use_fft}; "
+                             f"the run asks for arch={cfg.arch}, use_fft={cfg.use_fft}")
+        return model
+    model = DeepfakeCNN(cfg.arch, use_fft=cfg.use_fft)
+    if cfg.init == "imagenet":
+        model.features.load_state_dict(imagenet_features(cfg.arch), strict=True)
+    return model
+
+
+def imagenet_features(arch: str) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet EfficientNet-B0 ``features.*`` tensors, from the torch hub cache, else
+    downloaded. Raises: ValueError for another arch; FileNotFoundError when neither works (offline)."""
+    from torchvision.models import EfficientNet_B0_Weights  # only this init needs it
+
+    if arch != "efficientnet_b0":
+        raise ValueError(f"--init imagenet needs --arch efficientnet_b0, not {arch!r}; use --init scratch")
+    url = EfficientNet_B0_Weights.IMAGENET1K_V1.url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    try:
+        state = EfficientNet_B0_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+    except OSError as err:  # urllib's URLError is an OSError
+        raise FileNotFoundError(
+            f"ImageNet weights for --init imagenet are not in the torch hub cache ({cached}) and could not "
+            f"be downloaded from {url} ({err}). Copy the file there, or train with --init scratch."
+        ) from err
+    return {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+
+
+def frozen_stages(model: DeepfakeCNN, epoch: int, cfg: Config) -> int:
+    """How many leading ``features`` blocks stay frozen: all in phase 1 of fine-tuning; all but the
+    last ``unfreeze_stages`` stages and the final 1x1 conv in phase 2; none from scratch."""
+    if cfg.init == "scratch":
+        return 0
+    n_blocks = len(model.features)
+    return n_blocks if phase_at(epoch, cfg) == 1 else max(0, n_blocks - 1 - cfg.unfreeze_stages)
+
+
+def set_train_mode(model: DeepfakeCNN, n_frozen: int) -> None:
+    """Train mode with the first ``n_frozen`` blocks frozen, their batch-norm statistics included."""
+    model.train()
+    for i, block in enumerate(model.features):
+        block.requires_grad_(i >= n_frozen)
+        if i < n_frozen:
+            block.eval()
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, for weights and batch-norm statistics."""
+    for e, m in zip(ema.state_dict().values(), model.state_dict().values()):
+        if e.dtype.is_floating_point:
+            e.lerp_(m, 1.0 - decay)
+        else:
+            e.copy_(m)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """Mixed precision on CUDA (bfloat16 where supported, else float16 with loss scaling); none elsewhere."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+
+
+# ----------------------------------------------------------------------------------------------------
+# One epoch, validation, and the best checkpoint.
+
+
+@dataclass
+class Progress:
+    """What --resume restores besides the tensors."""
+
+    epoch: int = 0  # last completed epoch
+    step: int = 0
+    best_auc: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def train_epoch(model: DeepfakeCNN, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                scaler: torch.amp.GradScaler, detector: Detector, ema: DeepfakeCNN | None,
+                cfg: Config, progress: Progress, desc: str) -> tuple[float, float]:
+    """One pass over ``loader``. Returns: mean training loss and images per second."""
+    total_loss, seen, start = 0.0, 0, time.perf_counter()
+    bar = tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+    for images, labels in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(progress.step, cfg, len(loader))
+        x = detector.preprocess(list(images.numpy()))
+        target = labels.to(detector.device).float() * (1 - cfg.label_smoothing) + cfg.label_smoothing / 2
+        with autocast(detector.device):
+            logits = model(x)
+        loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        if ema is not None:
+            ema_update(ema, model, cfg.ema_decay)
+        progress.step += 1
+        total_loss += loss.item() * len(labels)
+        seen += len(labels)
+        bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+    return total_loss / max(1, seen), seen / (time.perf_counter() - start)
+
+
+@torch.inference_mode()
+def predict_logits(model: DeepfakeCNN, detector: Detector, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Args: crops (N, S, S, 3) uint8. Returns: their uncalibrated "fake" logits (N,) float64."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        with autocast(detector.device):
+            out.append(model(detector.preprocess(list(images[i : i + batch_size]))).float().cpu().numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+@dataclass
+class ValidSet:
+    """Every root's validation crops in one array, so only its last batch has an odd size (each new input
+    shape costs seconds of kernel set-up on CPU)."""
+
+    images: np.ndarray  # (N, S, S, 3) uint8
+    labels: np.ndarray  # (N,)
+    root_ids: np.ndarray  # (N,) index into roots
+    roots: list[str]
+
+    @classmethod
+    def join(cls, splits: list[CachedSplit]) -> "ValidSet":
+        return cls(np.concatenate([s.images for s in splits]), np.concatenate([s.labels for s in splits]),
+                   np.concatenate([np.full(len(s.labels), r) for r, s in enumerate(splits)]), [str(s.root) for s in splits])
+
+
+def epoch_metrics(labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:
+    """The epoch line's validation numbers: loss, AUC and accuracy at P(fake) = 0.5, before calibration."""
+    return {"val_loss": nll(labels, logits), "val_auc": roc_auc(labels, logits),
+            "val_acc": float(np.mean((logits >= 0) == (labels == 1)))}
+
+
+def epoch_line(row: dict[str, Any], epochs: int) -> str:
+    return (f"Epoch {row['epoch']}/{epochs} [Ph{row['phase']}] train_loss={row['train_loss']:.4f} "
+            f"val_loss={row['val_loss']:.4f} val_auc={row['val_auc']:.4f} val_acc={row['val_acc']:.4f} img/s={row['img_s']:.1f}")
+
+
+def validation_metrics(valid: ValidSet, logits: np.ndarray) -> dict[str, Any]:
+    """Calibrate on the validation set (temperature by NLL, then the threshold on calibrated P(fake))
+    and measure it. Returns: a JSON-able dict with "temperature", "threshold" and the metrics."""
+    labels = valid.labels
+    temperature = fit_temperature(labels, logits)
+    probs = sigmoid(logits / temperature)
+    threshold = pick_threshold(labels, probs)
+    per_root = {}
+    for r, root in enumerate(valid.roots):
+        mine = valid.root_ids == r
+        if len(np.unique(labels[mine])) == 2:
+            per_root[root] = {"n": int(mine.sum()), "roc_auc": roc_auc(labels[mine], probs[mine])}
+    return {"temperature": temperature, "threshold": threshold, "nll_uncalibrated": nll(labels, logits),
+            "nll": nll(labels, logits, temperature), **summary(labels, probs, threshold, sigmoid(logits)),
+            "per_root": per_root}
+
+
+def command_line(argv: list[str] | None) -> str:
+    """The command that started this run, for the weights' provenance."""
+    return shlex.join(["python", *sys.argv] if argv is None else ["python", "train.py", *argv])
+
+
+def save_best(model: DeepfakeCNN, cfg: Config, val: dict[str, Any], epoch: int, training_data: str, command: str) -> Path:
+    """Write the weights with their calibration, provenance and validation metrics."""
+    meta = ModelMeta(
+        arch=cfg.arch, img_size=cfg.img_size, use_fft=cfg.use_fft,
+        threshold=val["threshold"], temperature=val["temperature"], trained=True,
+        training_data=training_data, training_command=command,
+        metrics={"epoch": epoch, "split": "valid", **{k: v for k, v in val.items() if k not in ("temperature", "threshold")}},
+    )
+    return save_weights(model, meta, cfg.out)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Files beside the checkpoint: OUT.config.json, OUT.state.pt, OUT.curves.csv, OUT.curves.png.
+
+
+def beside(cfg: Config, suffix: str) -> Path:
+    return Path(cfg.out).with_suffix(suffix)
+
+
+def save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               ema: nn.Module | None, cfg: Config, progress: Progress) -> None:
+    """The resumable training state (tensors and plain Python values only), written atomically."""
+    state = {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None, "config": asdict(cfg),
+        "progress": asdict(progress), "torch_rng": torch.get_rng_state(),
+    }
+    partial = path.with_name(path.name + ".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
+def load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               ema: nn.Module | None, cfg: Config) -> Progress:
+    """Restore ``save_state``'s file into the given objects. Raises: FileNotFoundError, or ValueError
+    when the run's model settings differ from the saved ones."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: training state {path} not found (is --out the same as before?)")
+    state = torch.load(path, map_location="cpu", weights_only=True)  # plain values only: no unpickling
+    for key in ("arch", "img_size", "use_fft", "init", "ema_decay"):
+        if state["config"][key] != getattr(cfg, key):
+            raise ValueError(f"--resume: {key}={getattr(cfg, key)!r} but {path} was trained with {state['config'][key]!r}")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
+    torch.set_rng_state(state["torch_rng"])
+    return Progress(**state["progress"])
+
+
+def write_curves(history: list[dict[str, Any]], cfg: Config) -> None:
+    """The per-epoch history as CSV and as a PNG of losses and validation AUC / accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    with open(beside(cfg, ".curves.csv"), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    epochs = [row["epoch"] for row in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in ("train_loss", "val_loss"):
+        left.plot(epochs, [row[key] for row in history], marker="o", label=key)
+    for key in ("val_auc", "val_acc"):
+        right.plot(epochs, [row[key] for row in history], marker="o", label=key)
+    for ax, title in ((left, "loss"), (right, "validation")):
+        ax.set(xlabel="epoch", title=title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(beside(cfg, ".curves.png"), dpi=100)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_args(argv)
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device or None)
+    model = build_model(cfg).to(device).to(memory_format=torch.channels_last)
+    meta = ModelMeta(arch=cfg.arch, img_size=cfg.img_size, use_fft=cfg.use_fft)
+    # The training model's Detector: its face detector and crop build the cache, its preprocess feeds the model.
+    detector = Detector(model, meta, FaceDetector(cfg.face_model or default_face_model()), device)
+    ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 else None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
+    state_path = beside(cfg, ".state.pt")
+    progress = load_state(state_path, model, optimizer, scaler, ema, cfg) if cfg.resume else Progress()
+
+    train, valid_splits = load_splits(cfg, "train", detector), load_splits(cfg, "valid", detector)
+    train_set = TrainSet(train, cfg.seed, cfg.augment)
+    n_batches = cfg.steps_per_epoch or max(1, len(train_set) // cfg.batch_size)
+    sampler = BalancedBatchSampler(train_set.groups, cfg.batch_size, n_batches, cfg.seed)
+    valid = ValidSet.join(valid_splits)
+    training_data = describe_data(train, valid_splits)
+    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+    beside(cfg, ".config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    print(f"device={device} arch={cfg.arch} img_size={cfg.img_size} init={cfg.init} steps/epoch={n_batches} | {training_data}")
+
+    for epoch in range(progress.epoch + 1, cfg.epochs + 1):
+        phase = phase_at(epoch, cfg)
+        if phase != phase_at(epoch - 1, cfg):
+            progress.bad_epochs = 0  # the unfrozen stages deserve their own patience
+        if progress.bad_epochs >= cfg.patience:
+            print(f"early stop: no better val_auc for {cfg.patience} epochs (best {progress.best_auc:.4f} at epoch {progress.best_epoch})")
+            break
+        set_train_mode(model, frozen_stages(model, epoch, cfg))
+        train_set.epoch = sampler.epoch = epoch
+        # No cv2.setNumThreads in the workers: after the parent has used OpenCV's thread pool (face
+        # detection while caching), calling it in a forked worker deadlocks.
+        loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.workers, pin_memory=device.type == "cuda")
+        train_loss, img_s = train_epoch(model, loader, optimizer, scaler, detector, ema, cfg, progress,
+                                        desc=f"Epoch {epoch}/{cfg.epochs}")
+        evaluated = ema if ema is not None else model
+        logits = predict_logits(evaluated, detector, valid.images, cfg.batch_size)
+        row = {"epoch": epoch, "phase": phase, "lr": lr_at(progress.step - 1, cfg, n_batches),
+               "train_loss": train_loss, **epoch_metrics(valid.labels, logits), "img_s": img_s}
+        print(epoch_line(row, cfg.epochs), flush=True)
+        progress.history.append(row)
+        progress.epoch = epoch
+        if row["val_auc"] > progress.best_auc:
+            progress.best_auc, progress.best_epoch, progress.bad_epochs = row["val_auc"], epoch, 0
+            val = validation_metrics(valid, logits)
+            save_best(evaluated, cfg, val, epoch, training_data, command_line(argv))
+            print(f"  saved {cfg.out} (best val_auc; temperature={val['temperature']:.3f} threshold={val['threshold']:.3f})")
+        else:
+            progress.bad_epochs += 1
+        save_state(state_path, model, optimizer, scaler, ema, cfg, progress)
+        write_curves(progress.history, cfg)
+    print(f"best val_auc={progress.best_auc:.4f} at epoch {progress.best_epoch}; weights: {cfg.out}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as err:
+        sys.exit(f"train.py: error: {err}")
