@@ -279,11 +279,17 @@ def model_info_markdown(detector: Detector) -> str:
     )
 
 
+def add_examples(component: gr.components.Component, suffixes: list[str]) -> None:
+    """Example files of these types from examples/ (their sources are in examples/README.md)."""
+    files = sorted(p for p in EXAMPLES.glob("*") if p.suffix.lower() in suffixes)
+    if files:
+        gr.Examples([[str(p)] for p in files], inputs=component, label="Examples (sources: examples/README.md)")
+
+
 def build_demo(detector: Detector, limits: Limits = Limits(), gate: threading.Semaphore | None = None) -> gr.Blocks:
     """The Gradio Blocks app; every event that a script may call has an explicit ``api_name``."""
     core = DeepShieldApp(detector, limits, gate or threading.BoundedSemaphore(limits.concurrency))
     band = detector.uncertain_band
-    shared = {"concurrency_id": "model", "concurrency_limit": limits.concurrency}
     with gr.Blocks(title="DeepShield", analytics_enabled=False, delete_cache=(600, 900)) as demo:
         with gr.Sidebar(open=True):
             gr.Markdown("## DeepShield\nOffline, explainable deepfake detection for faces.")
@@ -293,71 +299,80 @@ def build_demo(detector: Detector, limits: Limits = Limits(), gate: threading.Se
             table = gr.Markdown(interpretation_table(detector.meta.threshold, band))
             gr.Markdown(model_info_markdown(detector), elem_id="model-info")
         threshold.change(lambda t: interpretation_table(t, band), threshold, table, api_visibility="private")
-
-        with gr.Tab("Image", id="image"):
-            with gr.Row():
-                with gr.Column():
-                    image_in = gr.Image(type="filepath", sources=["upload", "clipboard"], label="Image (JPG, PNG, WebP)",
-                                        elem_id="image-input")
-                    image_btn = gr.Button("Analyse image", variant="primary")
-                    image_examples = sorted(p for p in EXAMPLES.glob("*") if p.suffix.lower() in IMAGE_TYPES)
-                    if image_examples:
-                        gr.Examples([[str(p)] for p in image_examples], inputs=image_in, label="Examples (see examples/README.md)")
-                with gr.Column():
-                    image_card = gr.HTML(elem_id="image-verdict")
-                    image_donut = gr.Plot(label="Real / Fake split")
-            image_out = gr.Image(label="Faces and Grad-CAM", type="numpy", interactive=False)
-            image_faces = gr.Dataframe(headers=FACE_HEADERS, label="One row per face", interactive=False)
-            image_json = gr.JSON(label="Result (JSON)", open=False)
-        image_btn.click(core.predict_image, [image_in, gradcam, threshold], [image_json, image_out],
-                        api_name="predict_image", preprocess=False, **shared).success(
-            lambda d: (verdict_card(d, "Image"), donut(d["prob_real"]), face_rows(d)), image_json,
-            [image_card, image_donut, image_faces], api_visibility="private")
-
-        with gr.Tab("Video", id="video"):
-            with gr.Row():
-                with gr.Column():
-                    video_in = gr.Video(sources=["upload"], label="Video (MP4, AVI, MOV, WebM)", elem_id="video-input")
-                    frames = gr.Slider(MIN_FRAMES, MAX_FRAMES, value=DEFAULT_FRAMES, step=1, label="Frames to analyse")
-                    video_btn = gr.Button("Analyse video", variant="primary")
-                    video_examples = sorted(p for p in EXAMPLES.glob("*") if p.suffix.lower() in VIDEO_TYPES)
-                    if video_examples:
-                        gr.Examples([[str(p)] for p in video_examples], inputs=video_in, label="Examples")
-                with gr.Column():
-                    video_card = gr.HTML(elem_id="video-verdict")
-                    video_summary = gr.Markdown(elem_id="video-summary")
-            with gr.Row():
-                video_timeline = gr.Plot(label="P(Real) per frame")
-                video_hist = gr.Plot(label="Frame scores")
-            video_cam = gr.Image(label="Grad-CAM of the most fake frame", interactive=False)
-            with gr.Accordion("Per-frame results", open=False):
-                video_frames = gr.Dataframe(headers=FRAME_HEADERS, interactive=False)
-            video_files = gr.File(label="Download per-frame results (CSV, JSON)", file_count="multiple")
-            video_json = gr.JSON(label="Result (JSON)", open=False)
-        video_btn.click(core.predict_video, [video_in, frames, gradcam, threshold], [video_json, video_cam, video_files],
-                        api_name="predict_video", preprocess=False, **shared).success(
-            lambda d, t: (verdict_card(d, "Video"), video_summary_markdown(d), timeline(d["frames"], t),
-                          histogram(d["frames"]), frame_rows(d)),
-            [video_json, threshold], [video_card, video_summary, video_timeline, video_hist, video_frames],
-            api_visibility="private")
-
-        with gr.Tab("Webcam", id="webcam"):
-            gr.Markdown(f"Live analysis of your camera: the model runs on every {limits.webcam_every}rd frame; "
-                        "the banner shows the latest verdict and the top bar fills to P(Real).")
-            with gr.Row():
-                cam_in = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera", elem_id="webcam-input")
-                cam_out = gr.Image(label="Analysis", type="numpy", interactive=False, elem_id="webcam-output")
-            cam_json = gr.JSON(label="Latest prediction", elem_id="webcam-json")
-            cam_state = gr.State(None)
-        cam_in.stream(core.stream_frame, [cam_in, cam_state, gradcam, threshold], [cam_out, cam_state, cam_json],
-                      stream_every=0.1, time_limit=600, concurrency_limit=limits.concurrency,
-                      api_visibility="private")
-        # One webcam frame through the API (the stream above is for the browser).
-        frame_in, frame_btn = gr.Image(type="numpy", visible=False), gr.Button(visible=False)
-        frame_btn.click(core.predict_frame, [frame_in, gradcam, threshold],
-                        [gr.JSON(visible=False, label="result"), gr.Image(visible=False, label="annotated frame")],
-                        api_name="predict_frame", preprocess=False, **shared)
+        image_tab(core, gradcam, threshold)
+        video_tab(core, gradcam, threshold)
+        webcam_tab(core, gradcam, threshold)
     return demo
+
+
+def _model_event(core: DeepShieldApp) -> dict[str, Any]:
+    """Event settings for every model call: one shared concurrency limit, raw uploads (see upload_path)."""
+    return {"concurrency_id": "model", "concurrency_limit": core.limits.concurrency, "preprocess": False}
+
+
+def image_tab(core: DeepShieldApp, gradcam: gr.Checkbox, threshold: gr.Slider) -> None:
+    with gr.Tab("Image", id="image"):
+        with gr.Row():
+            with gr.Column():
+                image_in = gr.Image(type="filepath", sources=["upload", "clipboard"], label="Image (JPG, PNG, WebP)",
+                                    elem_id="image-input")
+                image_btn = gr.Button("Analyse image", variant="primary")
+                add_examples(image_in, IMAGE_TYPES)
+            with gr.Column():
+                card = gr.HTML(elem_id="image-verdict")
+                split = gr.Plot(label="Real / Fake split")
+        shown = gr.Image(label="Faces and Grad-CAM", type="numpy", interactive=False)
+        faces = gr.Dataframe(headers=FACE_HEADERS, label="One row per face", interactive=False)
+        result = gr.JSON(label="Result (JSON)", open=False)
+    image_btn.click(core.predict_image, [image_in, gradcam, threshold], [result, shown], api_name="predict_image",
+                    **_model_event(core)).success(
+        lambda d: (verdict_card(d, "Image"), donut(d["prob_real"]), face_rows(d)), result, [card, split, faces],
+        api_visibility="private")
+
+
+def video_tab(core: DeepShieldApp, gradcam: gr.Checkbox, threshold: gr.Slider) -> None:
+    with gr.Tab("Video", id="video"):
+        with gr.Row():
+            with gr.Column():
+                video_in = gr.Video(sources=["upload"], label="Video (MP4, AVI, MOV, WebM)", elem_id="video-input")
+                frames = gr.Slider(MIN_FRAMES, MAX_FRAMES, value=DEFAULT_FRAMES, step=1, label="Frames to analyse")
+                video_btn = gr.Button("Analyse video", variant="primary")
+                add_examples(video_in, VIDEO_TYPES)
+            with gr.Column():
+                card = gr.HTML(elem_id="video-verdict")
+                summary = gr.Markdown(elem_id="video-summary")
+        with gr.Row():
+            line = gr.Plot(label="P(Real) per frame")
+            hist = gr.Plot(label="Frame scores")
+        cam = gr.Image(label="Grad-CAM of the most fake frame", interactive=False)
+        with gr.Accordion("Per-frame results", open=False):
+            table = gr.Dataframe(headers=FRAME_HEADERS, interactive=False)
+        files = gr.File(label="Download per-frame results (CSV, JSON)", file_count="multiple")
+        result = gr.JSON(label="Result (JSON)", open=False)
+    video_btn.click(core.predict_video, [video_in, frames, gradcam, threshold], [result, cam, files],
+                    api_name="predict_video", **_model_event(core)).success(
+        lambda d, t: (verdict_card(d, "Video"), video_summary_markdown(d), timeline(d["frames"], t),
+                      histogram(d["frames"]), frame_rows(d)),
+        [result, threshold], [card, summary, line, hist, table], api_visibility="private")
+
+
+def webcam_tab(core: DeepShieldApp, gradcam: gr.Checkbox, threshold: gr.Slider) -> None:
+    every = core.limits.webcam_every
+    with gr.Tab("Webcam", id="webcam"):
+        gr.Markdown(f"Live analysis of your camera: the model runs on every {every}{'rd' if every == 3 else 'th'} frame; "
+                    "the banner shows the latest verdict and the top bar fills to P(Real).")
+        with gr.Row():
+            cam_in = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera", elem_id="webcam-input")
+            cam_out = gr.Image(label="Analysis", type="numpy", interactive=False, elem_id="webcam-output")
+        latest = gr.JSON(label="Latest prediction", elem_id="webcam-json")
+        state = gr.State(None)
+    cam_in.stream(core.stream_frame, [cam_in, state, gradcam, threshold], [cam_out, state, latest],
+                  stream_every=0.1, time_limit=600, concurrency_limit=core.limits.concurrency, api_visibility="private")
+    # One webcam frame through the API (the stream above is for the browser).
+    frame_in, frame_btn = gr.Image(type="numpy", visible=False), gr.Button(visible=False)
+    frame_btn.click(core.predict_frame, [frame_in, gradcam, threshold],
+                    [gr.JSON(visible=False, label="result"), gr.Image(visible=False, label="annotated frame")],
+                    api_name="predict_frame", **_model_event(core))
 
 
 def video_summary_markdown(data: dict[str, Any]) -> str:
