@@ -25,7 +25,7 @@ SPLITS = ("train", "valid", "test")
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 VIDEO_EXTS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
 CACHE_ENV = "DEEPSHIELD_CACHE"
-CACHE_VERSION = 2  # bump when the crop or resize rule changes, so old caches are not reused
+CACHE_VERSION = 3  # bump when the crop or resize rule changes, so old caches are not reused
 
 
 def default_cache_dir() -> Path:

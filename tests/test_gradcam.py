@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -70,3 +71,14 @@ def test_overlay_colours_only_where_hot() -> None:
     out = overlay(image, heat)
     assert out.dtype == np.uint8 and out.shape == image.shape
     assert (out[5:] == 100).all() and (out[:5] != 100).any()
+
+
+def test_overlay_of_a_box_equals_blending_the_whole_frame() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    heat = np.zeros((40, 60), np.float32)
+    heat[10:20, 5:30] = rng.random((10, 25))
+    colour = cv2.cvtColor(cv2.applyColorMap(np.uint8(heat * 255), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    weight = (0.45 * heat)[:, :, None]
+    whole = np.uint8(np.rint(image.astype(np.float32) * (1 - weight) + colour.astype(np.float32) * weight))
+    np.testing.assert_array_equal(overlay(image, heat), whole)
