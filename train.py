@@ -76,6 +76,8 @@ class Config:
     max_per_class: int = opt(0, "training images per root and class, a seeded random subset; 0: all")
     val_max_per_class: int = opt(0, "the same for the validation split; 0: all")
     augment: bool = opt(True, "flips, crop jitter, colour, JPEG, blur, noise, rescaling")
+    augment_strength: float = opt(1.0, "scales the chance of each corruption (colour, rescaling, blur, noise, JPEG); "
+                                       "from scratch, full strength hides the faint artefacts the net must first find")
     face_crop: bool = opt(True, "crop each image to its face as inference does; --no-face-crop: use images as given")
     face_model: str = opt("", "YuNet .onnx for face detection; default as load_detector ($DEEPSHIELD_FACE_MODEL, weights/, Haar)")
     out: str = opt("weights/deepshield_b0.safetensors", "best weights; OUT.state.pt, OUT.config.json, OUT.curves.* beside it")
@@ -145,20 +147,21 @@ def lr_at(step: int, cfg: Config, steps_per_epoch: int) -> float:
 # a shortcut to the label.
 
 
-def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Args: an RGB uint8 crop (S, S, 3). Returns: a randomly corrupted copy of the same shape."""
+def augment(image: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """Args: an RGB uint8 crop (S, S, 3); ``strength`` scales each corruption's chance.
+    Returns: a randomly flipped, shifted and corrupted copy of the same shape."""
     if rng.random() < 0.5:
         image = image[:, ::-1]
     image = jitter_crop(image, rng)
-    if rng.random() < 0.8:
+    if rng.random() < 0.8 * strength:
         image = colour_jitter(image, rng)
-    if rng.random() < 0.3:
+    if rng.random() < 0.3 * strength:
         image = down_up(image, rng)
-    if rng.random() < 0.2:
+    if rng.random() < 0.2 * strength:
         image = cv2.GaussianBlur(image, (0, 0), sigmaX=rng.uniform(0.3, 1.5))
-    if rng.random() < 0.2:
+    if rng.random() < 0.2 * strength:
         image = np.clip(image + rng.normal(0.0, rng.uniform(2.0, 8.0), image.shape), 0, 255).astype(np.uint8)
-    if rng.random() < 0.5:
+    if rng.random() < 0.5 * strength:
         image = jpeg(image, int(rng.integers(30, 96)))
     return np.ascontiguousarray(image)
 
@@ -208,8 +211,8 @@ class TrainSet(Dataset):
     """Crops of several cached splits; sample ``k`` of epoch ``e`` is augmented with the RNG seeded
     (seed, e, k), so a run is reproducible whatever the number of workers, and across --resume."""
 
-    def __init__(self, splits: list[CachedSplit], seed: int, augment: bool) -> None:
-        self.splits, self.seed, self.augment, self.epoch = splits, seed, augment, 0
+    def __init__(self, splits: list[CachedSplit], seed: int, augment: bool, strength: float = 1.0) -> None:
+        self.splits, self.seed, self.augment, self.strength, self.epoch = splits, seed, augment, strength, 0
         self.items = [(s, i) for s, split in enumerate(splits) for i in range(len(split.labels))]
         # Group = (root, class): the unit the batch sampler balances.
         self.groups = np.array([2 * s + int(splits[s].labels[i]) for s, i in self.items])
@@ -221,7 +224,7 @@ class TrainSet(Dataset):
         s, i = self.items[k]
         image = np.array(self.splits[s].images[i])  # a copy: the cache may be a read-only memory map
         if self.augment:
-            image = augment(image, np.random.default_rng((self.seed, self.epoch, k)))
+            image = augment(image, np.random.default_rng((self.seed, self.epoch, k)), self.strength)
         return image, int(self.splits[s].labels[i])
 
 
@@ -538,7 +541,7 @@ def main(argv: list[str] | None = None) -> None:
     progress = load_state(state_path, model, optimizer, scaler, ema, cfg) if cfg.resume else Progress()
 
     train, valid_splits = load_splits(cfg, "train", detector), load_splits(cfg, "valid", detector)
-    train_set = TrainSet(train, cfg.seed, cfg.augment)
+    train_set = TrainSet(train, cfg.seed, cfg.augment, cfg.augment_strength)
     n_batches = cfg.steps_per_epoch or max(1, len(train_set) // cfg.batch_size)
     sampler = BalancedBatchSampler(train_set.groups, cfg.batch_size, n_batches, cfg.seed)
     valid = ValidSet.join(valid_splits)
