@@ -22,24 +22,23 @@ from typing import Any
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry
 
 import gradio as gr
-import matplotlib
 import numpy as np
 from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from matplotlib.figure import Figure  # not pyplot: its global state is not thread-safe, and events run in threads
 
 from deepshield import __version__, load_detector
 from deepshield.detector import Detector, ImageResult, VideoResult
 from deepshield.media import load_image
 from deepshield.draw import annotate, draw_faces
-from deepshield.video import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES
+from deepshield.video import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES, check_n_frames
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 IMAGE_TYPES = [".jpg", ".jpeg", ".png", ".webp"]
+DOWNLOADS_KEEP_S = 600
 VIDEO_TYPES = [".mp4", ".avi", ".mov", ".webm"]
 REAL_COLOUR, FAKE_COLOUR, UNSURE_COLOUR = "#1a7f37", "#cf222e", "#9a6700"
 # System fonts only: the default theme would fetch Google Fonts, and nothing may leave the machine.
@@ -86,18 +85,19 @@ def verdict_card(data: dict[str, Any], subject: str) -> str:
     )
 
 
-def donut(prob_real: float) -> plt.Figure:
-    figure, axes = plt.subplots(figsize=(3.2, 3.2))
+def donut(prob_real: float) -> Figure:
+    figure = Figure(figsize=(3.2, 3.2))
+    axes = figure.subplots()
     axes.pie([prob_real, 1 - prob_real], colors=[REAL_COLOUR, FAKE_COLOUR], startangle=90, counterclock=False,
              wedgeprops={"width": 0.35}, labels=[f"Real {prob_real:.0%}", f"Fake {1 - prob_real:.0%}"])
     axes.set_aspect("equal")
     figure.tight_layout()
-    plt.close(figure)
     return figure
 
 
-def timeline(frames: list[dict[str, Any]], threshold: float) -> plt.Figure:
-    figure, axes = plt.subplots(figsize=(7, 2.8))
+def timeline(frames: list[dict[str, Any]], threshold: float) -> Figure:
+    figure = Figure(figsize=(7, 2.8))
+    axes = figure.subplots()
     scored = [f for f in frames if f["prob_real"] is not None]
     xs = [f["time_s"] if f["time_s"] is not None else f["index"] for f in scored]
     axes.plot(xs, [f["prob_real"] for f in scored], "o-", color=REAL_COLOUR)
@@ -105,16 +105,15 @@ def timeline(frames: list[dict[str, Any]], threshold: float) -> plt.Figure:
     axes.set(ylim=(0, 1), ylabel="P(Real)", xlabel="time (s)" if frames and frames[0]["time_s"] is not None else "frame")
     axes.legend(loc="lower right")
     figure.tight_layout()
-    plt.close(figure)
     return figure
 
 
-def histogram(frames: list[dict[str, Any]]) -> plt.Figure:
-    figure, axes = plt.subplots(figsize=(4, 2.8))
+def histogram(frames: list[dict[str, Any]]) -> Figure:
+    figure = Figure(figsize=(4, 2.8))
+    axes = figure.subplots()
     axes.hist([f["prob_real"] for f in frames if f["prob_real"] is not None], bins=10, range=(0, 1), color="#57606a")
     axes.set(xlabel="P(Real) per frame", ylabel="frames")
     figure.tight_layout()
-    plt.close(figure)
     return figure
 
 
@@ -190,7 +189,7 @@ class DeepShieldApp:
         self._check_size(Path(image_path).stat().st_size, self.limits.max_image_bytes, "image")
         image = self._guard(lambda: load_image(image_path, self.detector.max_pixels))
         with self.gate:
-            result = self.detector.predict_image(image, explain=gradcam, threshold=threshold)
+            result = self._guard(lambda: self.detector.predict_image(image, explain=gradcam, threshold=threshold))
         base = result.overlay if gradcam and result.overlay is not None else image
         return result.to_dict(), draw_faces(base, result, threshold)
 
@@ -201,7 +200,7 @@ class DeepShieldApp:
         if not video_path:
             raise gr.Error("Upload a video first (MP4, AVI, MOV or WebM).")
         self._check_size(Path(video_path).stat().st_size, self.limits.max_video_bytes, "video")
-        n_frames = int(frames)
+        n_frames = self._guard(lambda: check_n_frames(int(frames) if isinstance(frames, (int, float)) else frames))
         progress(0.0, desc="reading frames")
         with self.gate:
             result = self._guard(lambda: self.detector.predict_video(
@@ -217,7 +216,7 @@ class DeepShieldApp:
             raise gr.Error("No frame received.")
         frame = self._guard(lambda: load_image(frame_path, self.detector.max_pixels))
         with self.gate:
-            result = self.detector.predict_image(frame, explain=gradcam, threshold=threshold)
+            result = self._guard(lambda: self.detector.predict_image(frame, explain=gradcam, threshold=threshold))
         return result.to_dict(), annotate(frame, result, threshold=threshold, use_overlay=gradcam)
 
     def stream_frame(self, frame: np.ndarray | None, state: WebcamState | None, gradcam: bool,
@@ -258,6 +257,11 @@ class DeepShieldApp:
             raise gr.Error(f"The {kind} is {size / 2**20:.1f} MB, over the {limit / 2**20:.0f} MB limit.")
 
     def _write_downloads(self, stem: str, data: dict[str, Any]) -> list[str]:
+        """The per-frame CSV and JSON for download. Gradio copies them into its own cache when the event
+        returns, so older folders here are deleted as new ones are made."""
+        for old in self.downloads.iterdir():
+            if time.time() - old.stat().st_mtime > DOWNLOADS_KEEP_S:
+                shutil.rmtree(old, ignore_errors=True)
         folder = Path(tempfile.mkdtemp(dir=self.downloads))
         csv_path, json_path = folder / f"{stem}_frames.csv", folder / f"{stem}_result.json"
         with csv_path.open("w", newline="") as handle:

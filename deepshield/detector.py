@@ -4,6 +4,7 @@ and ``explain``. The app, the CLI and the train/evaluate scripts all go through 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -112,6 +113,8 @@ class VideoResult(Verdict):
 
 
 ProgressFn = Callable[[float, str], None]
+Window = tuple[int, int, int, int]  # x, y, width, height of a crop in image pixels (may pass the border)
+NO_FACE = "No face"  # a video's label when no sampled frame had a face
 
 
 class Detector:
@@ -131,6 +134,9 @@ class Detector:
         self.uncertain_band = uncertain_band
         self.crop = CropSpec(meta.crop_scale)
         self.cam_layer = target_layer(self.model, cam_stage)
+        # One model call at a time: Grad-CAM hooks the shared model, so a forward from another thread must
+        # not run while they are in place. Decoding and face detection stay concurrent.
+        self._model_lock = threading.Lock()
         self._mean = torch.tensor(meta.mean, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(meta.std, device=device).view(1, 3, 1, 1)
 
@@ -161,9 +167,17 @@ class Detector:
         """Temperature-calibrated P(fake) per logit (float64, so logits stay recoverable from them)."""
         return torch.sigmoid(logits.double() / self.meta.temperature).cpu().numpy()
 
+    def threshold(self, threshold: float | None = None) -> float:
+        """``threshold`` checked (strictly between 0 and 1), or the weights' own when None."""
+        if threshold is None:
+            return self.meta.threshold
+        if not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be a number strictly between 0 and 1, got {threshold!r}")
+        return float(threshold)
+
     def verdict(self, prob_fake: float, threshold: float | None = None) -> Verdict:
         """Label at ``threshold`` (default: the weights'), flagged uncertain inside the band around it."""
-        threshold = self.meta.threshold if threshold is None else threshold
+        threshold = self.threshold(threshold)
         fake = prob_fake >= threshold
         real_label, fake_label = self.meta.labels
         return Verdict(
@@ -174,27 +188,31 @@ class Detector:
             uncertain=bool(abs(prob_fake - threshold) < self.uncertain_band),
         )
 
-    def face_crops(self, image: np.ndarray, main_only: bool = False) -> tuple[list[Face], list[np.ndarray], list[tuple[int, int, int]]]:
-        """Detected faces (largest first), their crops and crop windows. No face: the whole image, one
-        window covering it, and an empty face list."""
-        faces = self.faces.detect(image)
+    def face_crops(self, image: np.ndarray, main_only: bool = False,
+                   faces: list[Face] | None = None) -> tuple[list[Face], list[np.ndarray], list[Window]]:
+        """Faces (detected unless given; largest first), their crops and crop windows (x, y, w, h).
+        No face: the whole image (squashed to a square by ``preprocess``), its full window, no faces."""
+        if faces is None:
+            faces = self.faces.detect(image)
         if main_only:
             faces = keep_main_faces(faces)
         if not faces:
             height, width = image.shape[:2]
-            return [], [image], [(0, 0, max(height, width))]
-        return faces, [crop_face(image, f, self.crop) for f in faces], [crop_window(f, self.crop) for f in faces]
+            return [], [image], [(0, 0, width, height)]
+        windows = [(x, y, side, side) for x, y, side in (crop_window(f, self.crop) for f in faces)]
+        return faces, [crop_face(image, f, self.crop) for f in faces], windows
 
     def score_crops(self, crops: list[np.ndarray], explain: bool = False,
                     threshold: float | None = None) -> tuple[np.ndarray, list[np.ndarray] | None]:
         """P(fake) per crop and, when ``explain``, each crop's Grad-CAM map for its own verdict."""
         batch = self.preprocess(crops)
+        threshold = self.threshold(threshold)
         if not explain:
-            with torch.inference_mode():
+            with self._model_lock, torch.inference_mode():
                 return self.probabilities(self.model(batch)), None
-        logits, signed = grad_cam(self.model, batch, self.cam_layer)
+        with self._model_lock:
+            logits, signed = grad_cam(self.model, batch, self.cam_layer)
         probs = self.probabilities(logits)
-        threshold = self.meta.threshold if threshold is None else threshold
         fake = torch.from_numpy(probs >= threshold).to(signed.device)
         return probs, list(class_maps(signed, fake).cpu().numpy())
 
@@ -206,8 +224,11 @@ class Detector:
 
         Raises: ValueError for unreadable or oversized images (see ``media.load_image``).
         """
-        rgb = load_image(image, self.max_pixels)
-        faces, crops, windows = self.face_crops(rgb)
+        return self._predict_rgb(load_image(image, self.max_pixels), explain, threshold)
+
+    def _predict_rgb(self, rgb: np.ndarray, explain: bool, threshold: float | None,
+                     faces: list[Face] | None = None) -> ImageResult:
+        faces, crops, windows = self.face_crops(rgb, faces=faces)
         probs, cams = self.score_crops(crops, explain, threshold)
         worst = int(np.argmax(probs))
         result = ImageResult(
@@ -235,19 +256,19 @@ class Detector:
         Raises: ValueError for an out-of-range ``n_frames`` or an unreadable / frameless video.
         """
         n_frames = check_n_frames(n_frames)
-        info = probe_video(path)
+        self.threshold(threshold)
+        info = probe_video(path, self.max_pixels)
         indices = sample_indices(info.frame_count, n_frames)
         owners: list[int] = []  # frame row of each crop
         crops: list[np.ndarray] = []
         frames: list[FrameResult] = []
-        kept: dict[int, np.ndarray] = {}  # frames kept for Grad-CAM
+        kept: dict[int, list[Face]] = {}  # each frame's faces, to explain the chosen frame with the same crops
         for row, (index, frame) in enumerate(read_frames(path, indices)):
             faces = keep_main_faces(self.faces.detect(frame))
             crops += [crop_face(frame, f, self.crop) for f in faces]
             owners += [row] * len(faces)
             frames.append(FrameResult(index, index / info.fps if info.fps else None, len(faces), None, None))
-            if explain and faces:
-                kept[row] = frame
+            kept[row] = faces
             if progress:
                 progress(0.9 * len(frames) / len(indices), f"frame {len(frames)}/{len(indices)}")
         if not frames:
@@ -259,8 +280,8 @@ class Detector:
                 frame_result.prob_fake = float(max(mine))
                 frame_result.prob_real = 1.0 - frame_result.prob_fake
         result = self._video_result(frames, info, threshold)
-        if explain and kept:
-            self._explain_frame(result, kept, threshold)
+        if explain and result.face_found:
+            self._explain_frame(result, path, kept, threshold)
         if progress:
             progress(1.0, "done")
         return result
@@ -271,18 +292,21 @@ class Detector:
         chunks = [self.score_crops(crops[i : i + batch_size])[0] for i in range(0, len(crops), batch_size)]
         return np.concatenate(chunks) if chunks else np.zeros(0)
 
-    def _paste(self, cams: list[np.ndarray], windows: list[tuple[int, int, int]], shape: tuple[int, int]) -> np.ndarray:
+    def _paste(self, cams: list[np.ndarray], windows: list[Window], shape: tuple[int, int]) -> np.ndarray:
         heatmap = np.zeros(shape, np.float32)
         for cam, window in zip(cams, windows):
             paste_map(cam, window, shape, out=heatmap)
         return heatmap
 
     def _video_result(self, frames: list[FrameResult], info: Any, threshold: float | None) -> VideoResult:
-        threshold = self.meta.threshold if threshold is None else threshold
+        threshold = self.threshold(threshold)
         score = aggregate([f.prob_fake for f in frames], threshold)
         real_label, fake_label = self.meta.labels
+        verdict = self.verdict(score.prob_fake, threshold)
+        if not score.face_found:  # nothing was judged: no label, not a coin-flip "Fake"
+            verdict = Verdict(NO_FACE, 0.0, 0.5, 0.5, uncertain=True)
         return VideoResult(
-            **asdict(self.verdict(score.prob_fake, threshold)),
+            **asdict(verdict),
             face_found=score.face_found,
             frames_analysed=len(frames),
             frames_with_face=score.frames_with_face,
@@ -294,11 +318,16 @@ class Detector:
             frames=frames,
         )
 
-    def _explain_frame(self, result: VideoResult, kept: dict[int, np.ndarray], threshold: float | None) -> None:
-        row = max(kept, key=lambda r: result.frames[r].prob_fake or 0.0)
-        explained = self.predict_image(kept[row], explain=True, threshold=threshold)
-        result.explained_frame = result.frames[row].index
-        result.heatmap, result.overlay = explained.heatmap, explained.overlay
+    def _explain_frame(self, result: VideoResult, path: str | os.PathLike, kept: dict[int, list[Face]],
+                       threshold: float | None) -> None:
+        """Grad-CAM of the most fake frame, read again (frames are not kept: 32 of them at 4K would be
+        800 MB) and explained with the faces it was scored with."""
+        row = max(range(len(result.frames)), key=lambda r: result.frames[r].prob_fake or -1.0)
+        index = result.frames[row].index
+        for _, frame in read_frames(path, [index]):
+            explained = self._predict_rgb(frame, True, threshold, faces=kept[row])
+            result.explained_frame = index
+            result.heatmap, result.overlay = explained.heatmap, explained.overlay
 
 
 def load_detector(weights: str | os.PathLike | None = None, *, device: str | None = None,

@@ -115,7 +115,8 @@ class FaceDetector:
         """Args: image RGB uint8 (H, W, 3). Returns: faces in full-image pixels, largest first."""
         height, width = image.shape[:2]
         factor = min(1.0, self.max_side / max(height, width))
-        small = image if factor == 1.0 else cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        size = (max(1, round(width * factor)), max(1, round(height * factor)))  # >= 1 px even for a 20000x10 image
+        small = image if factor == 1.0 else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         with self._lock:
             raw = self._detect_yunet(small) if self.name == "yunet" else self._detect_haar_padded(small)
         faces = [_clip(_scale(face, 1.0 / factor), width, height) for face in raw]

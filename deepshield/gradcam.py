@@ -69,13 +69,14 @@ def class_maps(signed: Tensor, fake: Tensor) -> Tensor:
     return (cams / peak).float()
 
 
-def paste_map(cam: np.ndarray, window: tuple[int, int, int], shape: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
-    """Upsample ``cam`` (h, w) to its crop ``window`` (x0, y0, side) and max it into a (H, W) map."""
+def paste_map(cam: np.ndarray, window: tuple[int, int, int, int], shape: tuple[int, int],
+              out: np.ndarray | None = None) -> np.ndarray:
+    """Stretch ``cam`` (h, w) over its crop ``window`` (x0, y0, w, h) and max it into a (H, W) map."""
     height, width = shape
     canvas = np.zeros((height, width), np.float32) if out is None else out
-    x0, y0, side = window
-    resized = cv2.resize(cam.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
-    xa, ya, xb, yb = max(0, x0), max(0, y0), min(width, x0 + side), min(height, y0 + side)
+    x0, y0, win_w, win_h = window
+    resized = cv2.resize(cam.astype(np.float32), (win_w, win_h), interpolation=cv2.INTER_LINEAR)
+    xa, ya, xb, yb = max(0, x0), max(0, y0), min(width, x0 + win_w), min(height, y0 + win_h)
     if xb > xa and yb > ya:
         region = resized[ya - y0 : yb - y0, xa - x0 : xb - x0]
         np.maximum(canvas[ya:yb, xa:xb], region, out=canvas[ya:yb, xa:xb])

@@ -104,7 +104,10 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     except (OSError, SafetensorError) as err:
         raise ValueError(f"{path}: unreadable safetensors file ({err})") from err
     model = DeepfakeCNN(meta.arch, use_fft=meta.use_fft)
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:  # the tensors do not fit the architecture the metadata names
+        raise ValueError(f"{path}: tensors do not match arch={meta.arch}, use_fft={meta.use_fft} ({err})") from err
     return model.to(device).eval(), meta
 
 

@@ -161,3 +161,14 @@ def test_openapi_docs(rest: TestClient) -> None:
     paths = rest.get("/openapi.json").json()["paths"]
     assert {"/health", "/predict/image", "/predict/video"} <= set(paths)
     assert rest.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize(("threshold", "message"), [(1.5, "threshold must be"), (0.0, "threshold must be")])
+def test_api_threshold_is_checked(client: Client, threshold: object, message: str) -> None:
+    with pytest.raises(Exception, match=message):
+        client.predict(handle_file(str(EXAMPLE)), False, threshold, api_name="/predict_image")
+
+
+def test_api_frames_are_checked(client: Client, video: Path) -> None:
+    with pytest.raises(Exception, match="4 to 32"):
+        client.predict(handle_file(str(video)), 64, False, 0.5, api_name="/predict_video")

@@ -68,8 +68,9 @@ def test_bad_image_input_is_a_value_error(detector: Detector) -> None:
 
 
 def test_video_without_faces_is_half_and_says_so(detector: Detector, tmp_path: Path) -> None:
-    result = detector.predict_video(write_video(tmp_path / "v.avi", 40), n_frames=8)
+    result = detector.predict_video(write_video(tmp_path / "v.avi", 40), n_frames=8, explain=True, threshold=0.3)
     assert (result.prob_fake, result.face_found, result.frames_analysed, result.frames_with_face) == (0.5, False, 8, 0)
+    assert (result.label, result.uncertain, result.confidence, result.heatmap) == ("No face", True, 0.0, None)
     assert all(f.prob_real is None and f.faces == 0 for f in result.frames)
 
 
@@ -113,3 +114,52 @@ def test_info_names_what_is_in_use(detector: Detector, tiny_weights: Path) -> No
 def test_real_clip_faces_found_in_most_frames(detector: Detector) -> None:
     result = detector.predict_video(VIDEOS / "real" / "dfdc_lynaeydofd.mp4", n_frames=8)
     assert result.frames_analysed == 8 and result.frames_with_face >= 6 and result.face_found
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0, 5, -0.2, "0.5"])
+def test_threshold_out_of_range_is_refused(detector: Detector, threshold: object, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="threshold must be"):
+        detector.predict_image(noise_image(), threshold=threshold)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="threshold must be"):
+        detector.predict_video(write_video(tmp_path / "v.avi", 10), n_frames=4, threshold=threshold)  # type: ignore[arg-type]
+
+
+def test_extreme_aspect_ratio_does_not_crash(detector: Detector) -> None:
+    result = detector.predict_image(noise_image(10, 20000), explain=True)
+    assert result.face_found is False and result.heatmap is not None and result.heatmap.shape == (10, 20000)
+
+
+def test_no_face_heatmap_covers_the_whole_non_square_image(detector: Detector) -> None:
+    image = noise_image(90, 180)
+    cam = np.array([[0.0, 1.0], [1.0, 0.0]], np.float32)
+    detector.score_crops = lambda crops, explain=False, threshold=None: (np.array([0.7]), [cam])  # type: ignore[method-assign]
+    heatmap = detector.predict_image(image, explain=True).heatmap
+    assert heatmap is not None and heatmap.shape == (90, 180)
+    assert heatmap[80, 10] > 0.9 and heatmap[10, 170] > 0.9 and heatmap[10, 10] < 0.1  # the 2x2 map stretched
+
+
+def test_concurrent_explain_and_predict_are_safe(detector: Detector) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+    expected = detector.predict_image(noise_image(), explain=True).prob_fake
+
+    def work(explain: bool) -> None:
+        try:
+            for _ in range(15):
+                assert detector.predict_image(noise_image(), explain=explain).prob_fake == pytest.approx(expected, abs=1e-6)
+        except BaseException as err:  # collected and re-raised in the main thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(i % 2 == 0,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[0]
+
+
+def test_video_frames_over_the_pixel_limit_are_refused(tiny_weights: Path, tmp_path: Path) -> None:
+    small_limit = load_detector(tiny_weights, device="cpu", max_pixels=1000)
+    with pytest.raises(ValueError, match="over the 0 MP limit"):
+        small_limit.predict_video(write_video(tmp_path / "v.avi", 10), n_frames=4)

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from deepshield import load_detector
 from deepshield.gradcam import grad_cam, target_layer
 
-from .conftest import make_tiny_weights
+from .conftest import EXAMPLE, make_tiny_weights
 
 GOLDEN = Path(__file__).parent / "golden"
 WEIGHTS = GOLDEN / "tiny_fft_seed0.safetensors"
@@ -32,11 +32,16 @@ def _outputs() -> dict[str, torch.Tensor]:
     batch, image = _inputs()
     logits, signed = grad_cam(detector.model, batch.contiguous(memory_format=torch.channels_last), target_layer(detector.model))
     result = detector.predict_image(image, explain=True)
+    face = detector.predict_image(EXAMPLE, explain=True)  # the face path: Haar, crop, Grad-CAM pasted back
+    assert face.face_found
     return {
         "logits": logits,
         "signed_cam": signed,
         "image_prob_fake": torch.tensor([result.prob_fake]),
         "image_heatmap": torch.from_numpy(result.heatmap),
+        "face_box": torch.tensor([face.faces[0].box]),
+        "face_prob_fake": torch.tensor([face.prob_fake]),
+        "face_heatmap": torch.from_numpy(face.heatmap[::4, ::4].copy()),
     }
 
 
@@ -46,7 +51,7 @@ def test_golden_outputs() -> None:
         save_file({k: v.contiguous() for k, v in _outputs().items()}, str(EXPECTED))
         pytest.skip("golden files regenerated; rerun without DEEPSHIELD_ACCEPT_GOLDEN")
     expected = load_file(str(EXPECTED))
-    assert expected["image_heatmap"].max() > 0, "a golden heatmap of zeros would check nothing"
+    assert expected["image_heatmap"].max() > 0 and expected["face_heatmap"].max() > 0, "zero heatmaps would check nothing"
     actual = _outputs()
     assert set(actual) == set(expected)
     for name, value in expected.items():

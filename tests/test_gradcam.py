@@ -59,7 +59,7 @@ def test_unknown_stage() -> None:
 
 def test_paste_maps_the_crop_back_and_clips_at_borders() -> None:
     cam = np.ones((2, 2), np.float32)
-    full = paste_map(cam, (-5, 10, 20), (40, 30))
+    full = paste_map(cam, (-5, 10, 20, 20), (40, 30))
     assert full.shape == (40, 30)
     assert full[10:30, 0:15].min() == 1.0 and full[:10].max() == 0 and full[30:].max() == 0 and full[:, 15:].max() == 0
 
