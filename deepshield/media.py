@@ -43,9 +43,12 @@ def load_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.n
     """
     if isinstance(source, np.ndarray):
         return array_to_rgb(source, max_pixels)
-    if isinstance(source, Image.Image):
-        return _pil_to_rgb(source, describe(source), max_pixels)
     name = describe(source)
+    if isinstance(source, Image.Image):
+        try:
+            return _pil_to_rgb(source, name, max_pixels)
+        except _DECODE_ERRORS as err:
+            raise ValueError(f"{name}: corrupt or truncated image ({err})") from err
     data = _read_bytes(source)
     try:
         with Image.open(io.BytesIO(data)) as img:
@@ -138,7 +141,9 @@ def _to_unit_float(array: np.ndarray) -> np.ndarray:
         top = 255.0 if array.max(initial=0) <= 255 else 65535.0
         return np.clip(array.astype(np.float32) / top, 0.0, 1.0)
     if np.issubdtype(array.dtype, np.floating) or array.dtype == bool:
-        return np.clip(np.nan_to_num(array.astype(np.float32)), 0.0, 1.0)
+        pixels = np.nan_to_num(array.astype(np.float32))
+        # Floats are [0, 1] by convention, but float TIFFs (Pillow mode "F") often hold 0-255.
+        return np.clip(pixels / 255.0 if pixels.max(initial=0.0) > 1.0 else pixels, 0.0, 1.0)
     raise ValueError(f"unsupported image array dtype {array.dtype}")
 
 

@@ -231,7 +231,10 @@ class Recorder:
 
     def __init__(self, source: Source, options: Options) -> None:
         self.source, self.show = source, options.show
-        self.writer = open_writer(options.output, source.fps, source.width, source.height) if options.output else None
+        # Opened now so a bad path fails before any work; reopened if frames arrive at another size than the
+        # container says (OpenCV auto-rotates phone videos), which a writer would otherwise silently drop.
+        self.output, self.size = options.output, (source.width, source.height)
+        self.writer = open_writer(options.output, source.fps, *self.size) if options.output else None
         self.log = options.json.open("w") if options.json else None
         self.summary = None if options.show else SecondSummary(source.fps)
         self.totals = Totals()
@@ -251,6 +254,10 @@ class Recorder:
         if self.summary:
             self.summary.frame(index)
         if self.writer:
+            if (bgr.shape[1], bgr.shape[0]) != self.size and self.totals.frames == 1:
+                self.writer.release()
+                self.size = (bgr.shape[1], bgr.shape[0])
+                self.writer = open_writer(self.output, self.source.fps, *self.size)
             self.writer.write(bgr)
         if self.show:
             return show_frame(bgr, None if self.source.live else self.start + self.totals.frames / self.source.fps)

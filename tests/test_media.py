@@ -125,3 +125,11 @@ def test_sniff_by_content_not_extension(tmp_path: Path) -> None:
         sniff_media(empty)
     with pytest.raises(FileNotFoundError):
         sniff_media(tmp_path / "absent")
+
+
+def test_float_images_in_0_255_and_truncated_pil_images(tmp_path: Path) -> None:
+    assert array_to_rgb(np.full((2, 2), 128.0, np.float32))[0, 0, 0] == 128
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(_encode(noise_image(), "JPEG")[:3000])  # header complete, pixel data cut
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        load_image(Image.open(truncated))
