@@ -127,11 +127,14 @@ def _build_cache(cache_file: Path, paths: list[Path], detector: Detector, face_c
     partial = cache_file.with_name(f"{cache_file.stem}.{os.getpid()}.partial.npy")  # per process: no clash
     size = detector.meta.img_size
     images = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
-    for i, path in enumerate(tqdm(paths, desc=desc, unit="img", leave=False)):
-        images[i] = model_crop(path, detector, face_crop)
-    images.flush()
-    del images
-    os.replace(partial, cache_file)
+    try:
+        for i, path in enumerate(tqdm(paths, desc=desc, unit="img", leave=False)):
+            images[i] = model_crop(path, detector, face_crop)  # a bad file raises ValueError naming it
+        images.flush()
+        del images
+        os.replace(partial, cache_file)
+    finally:
+        partial.unlink(missing_ok=True)  # a failed or interrupted build leaves no multi-GB leftover
 
 
 def _cache_key(paths: list[Path], detector: Detector, face_crop: bool) -> str:

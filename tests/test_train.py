@@ -185,6 +185,15 @@ def tiny_detector() -> Detector:
     return Detector(DeepfakeCNN("tiny"), ModelMeta("tiny", 64), FaceDetector(), torch.device("cpu"))
 
 
+def test_a_corrupt_image_fails_the_cache_clearly_and_leaves_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    make_root(root, seed=3)
+    (root / "valid" / "fake" / "001.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match="001.jpg"):
+        load_split(root, "valid", tiny_detector(), cache_dir=tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
 def test_load_split_builds_then_reuses_the_cache(roots: list[Path], tmp_path: Path) -> None:
     detector = tiny_detector()
     first = load_split(roots[1], "valid", detector, max_per_class=4, cache_dir=tmp_path)
