@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from .detector import Detector, load_detector, resolve_device
-from .faces import FaceDetector, crop_face, default_face_model
-from .gradcam import class_maps, grad_cam, overlay
+from .faces import FaceDetector, default_face_model
+from .gradcam import class_maps, grad_cam, overlay, paste_map
 from .media import load_image
 from .model import DeepfakeCNN
 from .weights import ModelMeta
@@ -79,7 +79,7 @@ def bench_image(detector: Detector, data: bytes, repeats: int) -> None:
     rgb = load_image(data)
     faces = detector.faces.detect(rgb)
     print(f"image {rgb.shape[1]}x{rgb.shape[0]}, {len(faces)} face(s) found by {detector.faces.name}")
-    crops = [crop_face(rgb, f, detector.crop) for f in faces[:1]] or [rgb]
+    _, crops, windows = detector.face_crops(rgb, faces=faces[:1])
     batch = detector.preprocess(crops)
 
     def forward() -> None:
@@ -88,13 +88,12 @@ def bench_image(detector: Detector, data: bytes, repeats: int) -> None:
 
     def cam() -> None:
         logits, signed = grad_cam(detector.model, batch, detector.cam_layer)
-        maps = class_maps(signed, logits > 0).cpu().numpy()
-        detector._paste(list(maps), [(0, 0, min(rgb.shape[:2]))], rgb.shape[:2])
-        overlay(rgb, np.zeros(rgb.shape[:2], np.float32))
+        heat = paste_map(class_maps(signed, logits > 0).cpu().numpy()[0], windows[0], rgb.shape[:2])
+        overlay(rgb, heat)
 
     report("decode", timings(lambda: load_image(data), repeats))
     report(f"face detection ({detector.faces.name})", timings(lambda: detector.faces.detect(rgb), repeats))
-    report("preprocess (crop+tensor)", timings(lambda: detector.preprocess([crop_face(rgb, f, detector.crop) for f in faces[:1]] or [rgb]), repeats))
+    report("preprocess (crop+tensor)", timings(lambda: detector.preprocess(detector.face_crops(rgb, faces=faces[:1])[1]), repeats))
     report("forward", timings(forward, repeats))
     report("grad-cam (fwd+bwd+overlay)", timings(cam, repeats))
     report("end to end", timings(lambda: detector.predict_image(data), repeats))
