@@ -40,6 +40,7 @@ from tqdm import tqdm
 from deepshield.data import CachedSplit, load_split
 from deepshield.detector import Detector, resolve_device
 from deepshield.faces import FaceDetector, default_face_model
+from deepshield.media import atomic_path
 from deepshield.metrics import fit_temperature, nll, pick_threshold, roc_auc, sigmoid, summary
 from deepshield.model import ARCHS, DeepfakeCNN
 from deepshield.weights import ModelMeta, load_weights, save_weights
@@ -473,9 +474,8 @@ def save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, s
         "ema": ema.state_dict() if ema is not None else None, "config": asdict(cfg),
         "progress": asdict(progress), "torch_rng": torch.get_rng_state(),
     }
-    partial = path.with_name(path.name + ".partial")
-    torch.save(state, partial)
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        torch.save(state, partial)
 
 
 def load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,

@@ -8,11 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 
 from .detector import Detector, ImageResult, VideoResult, load_detector
-from .media import sniff_media
+from .media import sniff_media, write_image
 from .video import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES
 
 EXIT_BAD_INPUT = 2
@@ -41,19 +39,8 @@ def predict_path(detector: Detector, path: Path, args: argparse.Namespace) -> Im
     else:
         result = detector.predict_video(path, args.frames, explain=explain, threshold=args.threshold)
     if explain and result.overlay is not None:
-        write_png(args.gradcam / f"{path.name}.gradcam.png", result.overlay)
+        write_image(args.gradcam / f"{path.name}.gradcam.png", result.overlay)
     return result
-
-
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    """Write an RGB image as PNG atomically (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError(f"could not encode {path}")
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(encoded.tobytes())
-    partial.replace(path)
 
 
 def summary_line(path: Path, result: ImageResult | VideoResult) -> str:

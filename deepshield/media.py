@@ -1,5 +1,5 @@
 """Reading user media safely: images (any common mode, EXIF-rotated, size-checked before decoding) and
-telling images from videos by content, not by file extension."""
+telling images from videos by content, not by file extension; and writing files atomically."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import io
 import os
 import struct
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, Union
 
@@ -175,3 +177,25 @@ def sniff_media(path: str | os.PathLike) -> Literal["image", "video"]:
     finally:
         capture.release()
     raise ValueError(f"{path}: neither an image (JPEG, PNG, WebP, ...) nor a decodable video (MP4, AVI, MOV, WebM, ...)")
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; it replaces ``path`` only when the block succeeds,
+    so an error or a stop never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_image(path: Path, rgb: np.ndarray, jpeg_quality: int = 95) -> None:
+    """Write an RGB uint8 image atomically, encoded by ``path``'s extension (.png, .jpg, ...)."""
+    ok, encoded = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+    if not ok:
+        raise ValueError(f"could not encode {path}")
+    with atomic_path(path) as partial:
+        partial.write_bytes(encoded.tobytes())

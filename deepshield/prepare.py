@@ -37,6 +37,7 @@ from tqdm import tqdm
 from .data import CLASSES, SPLITS, VIDEO_EXTS
 from .detector import resize_crop
 from .faces import DEFAULT_CROP, FaceDetector, crop_face, default_face_model
+from .media import atomic_path, write_image
 from .video import probe_video, read_frames, sample_indices
 
 EXIT_BAD_INPUT = 2
@@ -186,12 +187,7 @@ def report_of(job: VideoJob, status: str, frames: int = 0, crops: list[str] | No
 def write_jpeg(path: Path, rgb: np.ndarray) -> None:
     """Write an RGB image as JPEG (quality 95) under a temporary name, then rename: a stopped run never
     leaves a half-written crop."""
-    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    if not ok:
-        raise ValueError(f"could not encode {path}")
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(encoded.tobytes())
-    os.replace(partial, path)
+    write_image(path, rgb, JPEG_QUALITY)
 
 
 def run_jobs(jobs: list[VideoJob], workers: int, face_model: str | None) -> Iterator[VideoReport]:
@@ -350,13 +346,10 @@ def write_folders(out: Path, root: Path, crops: list[Crop], splits: dict[str, st
 
 def write_manifest(path: Path, rows: list[tuple[str, str, str, str]]) -> None:
     """path,label,group,split rows (paths relative to the manifest's folder), written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("w", newline="") as handle:
+    with atomic_path(path) as partial, partial.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(("path", "label", "group", "split"))
         writer.writerows(rows)
-    os.replace(partial, path)
 
 
 def split_dataset(out: Path, seed: int, layout: str, manifest: Path, root: Path, overwrite: bool) -> Counter:

@@ -18,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .faces import DEFAULT_CROP
+from .media import atomic_path
 from .model import ARCHS, DeepfakeCNN
 
 FORMAT = "deepshield-weights-1"
@@ -78,9 +79,8 @@ def save_weights(model: DeepfakeCNN, meta: ModelMeta, path: str | os.PathLike) -
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    partial = path.with_name(path.name + ".partial")
-    save_file(tensors, str(partial), metadata=meta.to_metadata())
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        save_file(tensors, str(partial), metadata=meta.to_metadata())
     return path
 
 
