@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse
 from matplotlib.figure import Figure  # not pyplot: its global state is not thread-safe, and events run in threads
 
 from deepshield import __version__, load_detector
-from deepshield.detector import Detector, ImageResult, VideoResult
+from deepshield.detector import Detector, ImageResult, shown_label
 from deepshield.media import load_image
 from deepshield.draw import annotate, draw_faces
 from deepshield.video import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES, check_n_frames
@@ -67,14 +67,9 @@ class BadInput(Exception):
 # --- presentation ---------------------------------------------------------------------------------
 
 
-def shown_label(result: ImageResult | VideoResult | dict[str, Any]) -> str:
-    data = result if isinstance(result, dict) else result.to_dict()
-    return "Uncertain" if data["uncertain"] else data["label"]
-
-
 def verdict_card(data: dict[str, Any], subject: str) -> str:
     """The Real / Fake / Uncertain card as HTML."""
-    label = shown_label(data)
+    label = shown_label(data["label"], data["uncertain"])
     colour = {"Real": REAL_COLOUR, "Fake": FAKE_COLOUR}.get(label, UNSURE_COLOUR)
     note = "" if data.get("face_found", True) else "<div>No face found: the whole input was classified.</div>"
     return (

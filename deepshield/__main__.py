@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 
-from .detector import Detector, ImageResult, VideoResult, load_detector
-from .media import sniff_media, write_image
+from .detector import Detector, ImageResult, VideoResult, load_detector, shown_label
+from .media import EXIT_BAD_INPUT, sniff_media, write_image
 from .video import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES
 
-EXIT_BAD_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +43,7 @@ def predict_path(detector: Detector, path: Path, args: argparse.Namespace) -> Im
 
 
 def summary_line(path: Path, result: ImageResult | VideoResult) -> str:
-    label = "Uncertain" if result.uncertain else result.label
+    label = shown_label(result.label, result.uncertain)
     head = f"{path}: {label} (P(real)={result.prob_real:.3f}, P(fake)={result.prob_fake:.3f}, confidence {result.confidence:.0%})"
     if isinstance(result, VideoResult):
         return head + f", {result.frames_with_face}/{result.frames_analysed} frames with a face, {result.fake_frames} fake / {result.real_frames} real"

@@ -115,6 +115,12 @@ class VideoResult(Verdict):
 ProgressFn = Callable[[float, str], None]
 Window = tuple[int, int, int, int]  # x, y, width, height of a crop in image pixels (may pass the border)
 NO_FACE = "No face"  # a video's label when no sampled frame had a face
+UNCERTAIN = "Uncertain"
+
+
+def shown_label(label: str, uncertain: bool) -> str:
+    """What to show a person: the label, or "Uncertain" inside the band around the threshold."""
+    return UNCERTAIN if uncertain else label
 
 
 class Detector:

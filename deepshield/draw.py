@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .detector import ImageResult
+from .detector import ImageResult, shown_label
 from .gradcam import overlay
 
 REAL_RGB, FAKE_RGB, UNSURE_RGB = (26, 127, 55), (207, 34, 46), (191, 135, 0)
@@ -16,7 +16,7 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 def label_colour(result: ImageResult) -> tuple[str, tuple[int, int, int]]:
     """What to show for a result (Uncertain inside the band) and its colour."""
     if result.uncertain:
-        return "Uncertain", UNSURE_RGB
+        return shown_label(result.label, True), UNSURE_RGB
     return result.label, FAKE_RGB if result.label == "Fake" else REAL_RGB
 
 

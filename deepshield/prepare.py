@@ -37,10 +37,9 @@ from tqdm import tqdm
 from .data import CLASSES, SPLITS, VIDEO_EXTS
 from .detector import resize_crop
 from .faces import DEFAULT_CROP, FaceDetector, crop_face, default_face_model
-from .media import atomic_path, write_image
+from .media import EXIT_BAD_INPUT, atomic_path, write_image
 from .video import probe_video, read_frames, sample_indices
 
-EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 ALL = "all"  # OUT/all/{real,fake}: the crops before splitting
 PROGRESS = "progress.jsonl"  # one line per finished video

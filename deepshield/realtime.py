@@ -33,9 +33,9 @@ import torch
 
 from .detector import Detector, ImageResult, load_detector
 from .draw import annotate, label_colour
+from .media import EXIT_BAD_INPUT
 from .video import probe_video
 
-EXIT_BAD_INPUT = 2
 WINDOW = "DeepShield (Q quits)"
 DEFAULT_FPS = 30.0  # cameras and containers that do not report a frame rate
 
