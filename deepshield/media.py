@@ -195,7 +195,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 def write_image(path: Path, rgb: np.ndarray, jpeg_quality: int = 95) -> None:
     """Write an RGB uint8 image atomically, encoded by ``path``'s extension (.png, .jpg, ...)."""
-    ok, encoded = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    ok, encoded = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise ValueError(f"could not encode {path}")
     with atomic_path(path) as partial:
