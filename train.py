@@ -73,6 +73,8 @@ class Config:
     weight_decay: float = opt(0.05, "AdamW weight decay")
     label_smoothing: float = opt(0.1, "targets become 0.05 / 0.95 at 0.1")
     ema_decay: float = opt(0.0, "> 0: validate and save an exponential moving average of the weights (e.g. 0.999)")
+    ema_bn_images: int = opt(1024, "with --ema-decay: training crops (un-augmented) that re-estimate the EMA's "
+                                   "batch-norm statistics before each validation")
     patience: int = opt(5, "epochs without a better validation AUC before stopping (counted afresh in phase 2)")
     max_per_class: int = opt(0, "training images per root and class, a seeded random subset; 0: all")
     val_max_per_class: int = opt(0, "the same for the validation split; 0: all")
@@ -259,7 +261,7 @@ def load_splits(cfg: Config, split: str, detector: Detector) -> list[CachedSplit
     """Each root's cached crops for ``split`` (the balanced subset when a max per class is set)."""
     limit = cfg.max_per_class if split == "train" else cfg.val_max_per_class
     return [
-        load_split(root, split, detector, limit or None, cfg.seed, cfg.face_crop, cfg.cache_dir or None)
+        load_split(root, split, detector, limit or None, cfg.seed, cfg.face_crop, cfg.cache_dir or None, cfg.workers)
         for root in cfg.data
     ]
 
@@ -327,14 +329,38 @@ def set_train_mode(model: DeepfakeCNN, n_frozen: int) -> None:
             block.eval()
 
 
+def ema_decay_at(step: int, decay: float) -> float:
+    """The EMA's decay at optimizer step ``step`` (0-based), ramped up as timm's ModelEma warm-up does, so
+    the average is not dominated by the random initialisation for its first thousands of steps."""
+    return min(decay, (1.0 + step) / (10.0 + step))
+
+
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model, for weights and batch-norm statistics."""
+    """ema <- decay * ema + (1 - decay) * model, for weights and batch-norm statistics (the latter are
+    re-estimated by ``recalibrate_bn`` before the EMA is used)."""
     for e, m in zip(ema.state_dict().values(), model.state_dict().values()):
         if e.dtype.is_floating_point:
             e.lerp_(m, 1.0 - decay)
         else:
             e.copy_(m)
+
+
+def bn_sample(train_set: "TrainSet", n: int, seed: int) -> np.ndarray:
+    """Up to ``n`` un-augmented training crops (N, S, S, 3) uint8, a seeded random draw."""
+    picks = np.random.default_rng((seed, 2)).permutation(len(train_set))[:n]
+    return np.stack([train_set.splits[s].images[i] for s, i in (train_set.items[k] for k in sorted(picks))])
+
+
+@torch.no_grad()
+def recalibrate_bn(model: DeepfakeCNN, detector: Detector, images: np.ndarray, batch_size: int) -> None:
+    """Re-estimate an averaged model's batch-norm statistics on ``images`` (uint8 crops), as
+    torch.optim.swa_utils.update_bn does. Averaging weights shrinks the activations while the averaged
+    running statistics keep the live model's scale; left alone, the EMA of a from-scratch B0 gave the
+    same output for every validation image (val_auc 0.5000 for 13 epochs while the live model learned)."""
+    batches = (detector.preprocess(list(images[i : i + batch_size])) for i in range(0, len(images), batch_size))
+    torch.optim.swa_utils.update_bn(batches, model)
+    model.eval()
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -379,7 +405,7 @@ def train_epoch(model: DeepfakeCNN, loader: DataLoader, optimizer: torch.optim.O
         scaler.step(optimizer)
         scaler.update()
         if ema is not None:
-            ema_update(ema, model, cfg.ema_decay)
+            ema_update(ema, model, ema_decay_at(progress.step, cfg.ema_decay))
         progress.step += 1
         total_loss += loss.item() * len(labels)
         seen += len(labels)
@@ -530,6 +556,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device or None)
+    torch.backends.cudnn.benchmark = True  # one input size throughout: let cuDNN pick its fastest kernels
     model = build_model(cfg).to(device).to(memory_format=torch.channels_last)
     meta = ModelMeta(arch=cfg.arch, img_size=cfg.img_size, use_fft=cfg.use_fft)
     # The training model's Detector: its face detector and crop build the cache, its preprocess feeds the model.
@@ -545,6 +572,7 @@ def main(argv: list[str] | None = None) -> None:
     n_batches = cfg.steps_per_epoch or max(1, len(train_set) // cfg.batch_size)
     sampler = BalancedBatchSampler(train_set.groups, cfg.batch_size, n_batches, cfg.seed)
     valid = ValidSet.join(valid_splits)
+    bn_images = bn_sample(train_set, cfg.ema_bn_images, cfg.seed) if ema is not None else None
     training_data = describe_data(train, valid_splits)
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     beside(cfg, ".config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
@@ -565,6 +593,8 @@ def main(argv: list[str] | None = None) -> None:
         train_loss, img_s = train_epoch(model, loader, optimizer, scaler, detector, ema, cfg, progress,
                                         desc=f"Epoch {epoch}/{cfg.epochs}")
         evaluated = ema if ema is not None else model
+        if ema is not None:
+            recalibrate_bn(ema, detector, bn_images, cfg.batch_size)
         logits = predict_logits(evaluated, detector, valid.images, cfg.batch_size)
         row = {"epoch": epoch, "phase": phase, "lr": lr_at(progress.step - 1, cfg, n_batches),
                "train_loss": train_loss, **epoch_metrics(valid.labels, logits), "img_s": img_s}

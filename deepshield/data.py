@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import __version__
@@ -103,7 +104,8 @@ class CachedSplit:
 
 
 def load_split(root: str | os.PathLike, split: str, detector: Detector, max_per_class: int | None = None,
-               seed: int = 0, face_crop: bool = True, cache_dir: str | os.PathLike | None = None) -> CachedSplit:
+               seed: int = 0, face_crop: bool = True, cache_dir: str | os.PathLike | None = None,
+               workers: int = 0) -> CachedSplit:
     """List ``root/split``, take a balanced subset, and return its model crops, memory-mapped from the
     cache file, which is built on first use (one decode and face detection per image).
 
@@ -111,24 +113,42 @@ def load_split(root: str | os.PathLike, split: str, detector: Detector, max_per_
         detector: gives the face detector, crop geometry and input size the crops must match.
         face_crop: False keeps whole images (for roots that are already tight face crops).
         cache_dir: default ``default_cache_dir()``.
+        workers: processes that decode and detect while building the cache (0: this one).
     """
     paths, labels = balanced_subset(*list_split(root, split), max_per_class, seed)
     cache_file = Path(cache_dir or default_cache_dir()) / f"{Path(root).name}-{split}-{_cache_key(paths, detector, face_crop)}.npy"
     if not cache_file.is_file():
-        _build_cache(cache_file, paths, detector, face_crop, desc=f"caching {Path(root).name}/{split}")
+        _build_cache(cache_file, paths, detector, face_crop, workers, desc=f"caching {Path(root).name}/{split}")
     return CachedSplit(Path(root), split, paths, labels, np.load(cache_file, mmap_mode="r"))
 
 
-def _build_cache(cache_file: Path, paths: list[Path], detector: Detector, face_crop: bool, desc: str) -> None:
+class _Crops(Dataset):
+    """``model_crop`` of each path, for a DataLoader that builds the cache in worker processes."""
+
+    def __init__(self, paths: list[Path], detector: Detector, face_crop: bool) -> None:
+        self.paths, self.detector, self.face_crop = paths, detector, face_crop
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return model_crop(self.paths[i], self.detector, self.face_crop)
+
+
+def _build_cache(cache_file: Path, paths: list[Path], detector: Detector, face_crop: bool, workers: int,
+                 desc: str) -> None:
     # Crops go straight into a memory-mapped .npy (no second copy in RAM), written under a temporary
-    # name and renamed, so an interrupted run never leaves a truncated cache behind.
+    # name and renamed, so an interrupted run never leaves a truncated cache behind. The loader keeps
+    # the files' order, whatever the number of workers.
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     partial = cache_file.with_name(f"{cache_file.stem}.{os.getpid()}.partial.npy")  # per process: no clash
     size = detector.meta.img_size
     images = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+    loader = DataLoader(_Crops(paths, detector, face_crop), batch_size=None, num_workers=workers,
+                        collate_fn=np.asarray)
     try:
-        for i, path in enumerate(tqdm(paths, desc=desc, unit="img", leave=False)):
-            images[i] = model_crop(path, detector, face_crop)  # a bad file raises ValueError naming it
+        for i, crop in enumerate(tqdm(loader, desc=desc, unit="img", leave=False)):
+            images[i] = crop  # a bad file raises ValueError naming it (re-raised from a worker)
         images.flush()
         del images
         os.replace(partial, cache_file)
