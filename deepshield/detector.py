@@ -156,6 +156,7 @@ class Detector:
             "use_fft": self.meta.use_fft,
             "threshold": self.meta.threshold,
             "temperature": self.meta.temperature,
+            "valid_roc_auc": self.meta.metrics.get("roc_auc"),  # from training's validation split, if recorded
             "face_detector": self.faces.name,
             "face_detector_source": self.faces.source,
             "device": str(self.device),

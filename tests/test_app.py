@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from gradio_client import Client, handle_file
 
 import app as deepshield_app
-from deepshield.detector import Detector
+from deepshield.detector import Detector, load_detector
 
-from .conftest import EXAMPLE, noise_image, write_video
+from .conftest import EXAMPLE, make_tiny_weights, noise_image, write_video
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +27,17 @@ def client(live_server: str) -> Client:
 @pytest.fixture(scope="module")
 def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_video(tmp_path_factory.mktemp("media") / "clip.avi", 30)
+
+
+@pytest.mark.parametrize(("metrics", "shown", "weak"), [({}, False, False), ({"roc_auc": 0.66}, True, True),
+                                                        ({"roc_auc": 0.95}, True, False)])
+def test_sidebar_states_the_models_validation_auc(tmp_path: Path, metrics: dict, shown: bool, weak: bool) -> None:
+    detector = load_detector(make_tiny_weights(tmp_path / "w.safetensors", trained=True, metrics=metrics),
+                             device="cpu", face_model=None)
+    text = deepshield_app.model_info_markdown(detector)
+    assert ("Validation ROC-AUC" in text) is shown and ("weak detector" in text) is weak
+    if shown:
+        assert f"{metrics['roc_auc']:.3f}" in text
 
 
 def test_named_endpoints_are_listed(client: Client) -> None:
