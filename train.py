@@ -353,13 +353,26 @@ def bn_sample(train_set: "TrainSet", n: int, seed: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def recalibrate_bn(model: DeepfakeCNN, detector: Detector, images: np.ndarray, batch_size: int) -> None:
+def recalibrate_bn(model: DeepfakeCNN, detector: Detector, images: np.ndarray, batch_size: int, n_frozen: int) -> None:
     """Re-estimate an averaged model's batch-norm statistics on ``images`` (uint8 crops), as
-    torch.optim.swa_utils.update_bn does. Averaging weights shrinks the activations while the averaged
-    running statistics keep the live model's scale; left alone, the EMA of a from-scratch B0 gave the
-    same output for every validation image (val_auc 0.5000 for 13 epochs while the live model learned)."""
-    batches = (detector.preprocess(list(images[i : i + batch_size])) for i in range(0, len(images), batch_size))
-    torch.optim.swa_utils.update_bn(batches, model)
+    torch.optim.swa_utils.update_bn does, but leaving the first ``n_frozen`` (pretrained, frozen) blocks'
+    statistics alone. Averaging weights shrinks the activations while the averaged running statistics keep
+    the live model's scale; left alone, the EMA of a from-scratch B0 gave the same output for every
+    validation image (val_auc 0.5000 for 13 epochs while the live model learned). Leaves ``model`` in eval mode."""
+    frozen = {id(m) for block in model.features[:n_frozen] for m in block.modules()}
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in frozen]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches below
+    model.train()
+    for block in model.features[:n_frozen]:
+        block.eval()
+    for i in range(0, len(images), batch_size):
+        with autocast(detector.device):
+            model(detector.preprocess(list(images[i : i + batch_size])))
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
     model.eval()
 
 
@@ -594,7 +607,7 @@ def main(argv: list[str] | None = None) -> None:
                                         desc=f"Epoch {epoch}/{cfg.epochs}")
         evaluated = ema if ema is not None else model
         if ema is not None:
-            recalibrate_bn(ema, detector, bn_images, cfg.batch_size)
+            recalibrate_bn(ema, detector, bn_images, cfg.batch_size, frozen_stages(ema, epoch, cfg))
         logits = predict_logits(evaluated, detector, valid.images, cfg.batch_size)
         row = {"epoch": epoch, "phase": phase, "lr": lr_at(progress.step - 1, cfg, n_batches),
                "train_loss": train_loss, **epoch_metrics(valid.labels, logits), "img_s": img_s}

@@ -281,6 +281,24 @@ def test_augment_keeps_shape_and_is_seeded(train_module: ModuleType) -> None:
     assert train_module.jpeg(image, 30).shape == image.shape
 
 
+@pytest.mark.parametrize("n_frozen", [0, 2])
+def test_recalibrate_bn_measures_the_data_and_spares_frozen_stages(train_module: ModuleType, n_frozen: int) -> None:
+    detector = tiny_detector()
+    model = detector.model
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for norm in norms:
+        norm.running_mean.fill_(7.0)  # a sentinel no real statistic equals
+    images = np.random.default_rng(0).integers(0, 256, (12, 64, 64, 3), dtype=np.uint8)
+    train_module.recalibrate_bn(model, detector, images, batch_size=4, n_frozen=n_frozen)
+    assert not model.training and all(norm.momentum == 0.1 for norm in norms)
+    frozen = {id(m) for block in model.features[:n_frozen] for m in block.modules()}
+    assert all(bool((norm.running_mean == 7.0).all()) == (id(norm) in frozen) for norm in norms)
+    if n_frozen == 0:  # the stem's statistics are exactly those of its convolution over the 12 images
+        with torch.no_grad():
+            stem = model.features[0][0](detector.preprocess(list(images)))
+        torch.testing.assert_close(model.features[0][1].running_mean, stem.mean((0, 2, 3)), atol=1e-5, rtol=1e-4)
+
+
 def test_imagenet_init_rejects_tiny(train_module: ModuleType) -> None:
     with pytest.raises(ValueError, match="--init scratch"):
         train_module.imagenet_features("tiny")
