@@ -114,6 +114,8 @@ def resolve(cfg: Config) -> Config:
     init = cfg.init or ("imagenet" if cfg.arch == "efficientnet_b0" else "scratch")
     if init not in ("scratch", "imagenet") and not init.endswith(".safetensors"):
         raise ValueError(f"--init {init!r}: expected scratch, imagenet or a .safetensors file")
+    if cfg.ema_decay > 0 and cfg.ema_bn_images < 1:
+        raise ValueError(f"--ema-bn-images must be >= 1 with --ema-decay, got {cfg.ema_bn_images}")
     if cfg.batch_size < 2:
         raise ValueError(f"--batch-size must be >= 2 (batch norm), got {cfg.batch_size}")
     return replace(
@@ -330,8 +332,9 @@ def set_train_mode(model: DeepfakeCNN, n_frozen: int) -> None:
 
 
 def ema_decay_at(step: int, decay: float) -> float:
-    """The EMA's decay at optimizer step ``step`` (0-based), ramped up as timm's ModelEma warm-up does, so
-    the average is not dominated by the random initialisation for its first thousands of steps."""
+    """The EMA's decay at optimizer step ``step`` (0-based), ramped up by TensorFlow's
+    ExponentialMovingAverage ``num_updates`` rule, so the average is not dominated by the random
+    initialisation for its first thousands of steps."""
     return min(decay, (1.0 + step) / (10.0 + step))
 
 
@@ -347,9 +350,13 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 def bn_sample(train_set: "TrainSet", n: int, seed: int) -> np.ndarray:
-    """Up to ``n`` un-augmented training crops (N, S, S, 3) uint8, a seeded random draw."""
-    picks = np.random.default_rng((seed, 2)).permutation(len(train_set))[:n]
-    return np.stack([train_set.splits[s].images[i] for s, i in (train_set.items[k] for k in sorted(picks))])
+    """About ``n`` un-augmented training crops (N, S, S, 3) uint8, a seeded draw with an equal share of every
+    (root, class) group, the mix the training batches have."""
+    rng = np.random.default_rng((seed, 2))
+    groups = np.unique(train_set.groups)
+    share = max(1, n // len(groups))
+    picks = np.concatenate([rng.permutation(np.flatnonzero(train_set.groups == g))[:share] for g in groups])
+    return np.stack([train_set.splits[s].images[i] for s, i in (train_set.items[k] for k in np.sort(picks))])
 
 
 @torch.no_grad()
@@ -358,7 +365,8 @@ def recalibrate_bn(model: DeepfakeCNN, detector: Detector, images: np.ndarray, b
     torch.optim.swa_utils.update_bn does, but leaving the first ``n_frozen`` (pretrained, frozen) blocks'
     statistics alone. Averaging weights shrinks the activations while the averaged running statistics keep
     the live model's scale; left alone, the EMA of a from-scratch B0 gave the same output for every
-    validation image (val_auc 0.5000 for 13 epochs while the live model learned). Leaves ``model`` in eval mode."""
+    validation image (val_auc 0.49-0.50 for 13 epochs while the live model's training loss fell).
+    Leaves ``model`` in eval mode."""
     frozen = {id(m) for block in model.features[:n_frozen] for m in block.modules()}
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in frozen]
     momenta = [norm.momentum for norm in norms]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,7 +114,8 @@ def load_split(root: str | os.PathLike, split: str, detector: Detector, max_per_
         detector: gives the face detector, crop geometry and input size the crops must match.
         face_crop: False keeps whole images (for roots that are already tight face crops).
         cache_dir: default ``default_cache_dir()``.
-        workers: processes that decode and detect while building the cache (0: this one).
+        workers: processes that decode and detect while building the cache (0: this one). Linux only: the
+            workers are forked, since the face detector cannot be pickled for a spawned process.
     """
     paths, labels = balanced_subset(*list_split(root, split), max_per_class, seed)
     cache_file = Path(cache_dir or default_cache_dir()) / f"{Path(root).name}-{split}-{_cache_key(paths, detector, face_crop)}.npy"
@@ -123,7 +125,8 @@ def load_split(root: str | os.PathLike, split: str, detector: Detector, max_per_
 
 
 class _Crops(Dataset):
-    """``model_crop`` of each path, for a DataLoader that builds the cache in worker processes."""
+    """``model_crop`` of each path, for a DataLoader that builds the cache in worker processes. A bad file
+    gives its error message instead of a crop, so the parent raises it without a worker's traceback."""
 
     def __init__(self, paths: list[Path], detector: Detector, face_crop: bool) -> None:
         self.paths, self.detector, self.face_crop = paths, detector, face_crop
@@ -131,8 +134,15 @@ class _Crops(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> np.ndarray:
-        return model_crop(self.paths[i], self.detector, self.face_crop)
+    def __getitem__(self, i: int) -> np.ndarray | str:
+        try:
+            return model_crop(self.paths[i], self.detector, self.face_crop)
+        except ValueError as err:
+            return str(err)
+
+
+def _as_is(item: np.ndarray | str) -> np.ndarray | str:
+    return item
 
 
 def _build_cache(cache_file: Path, paths: list[Path], detector: Detector, face_crop: bool, workers: int,
@@ -144,11 +154,14 @@ def _build_cache(cache_file: Path, paths: list[Path], detector: Detector, face_c
     partial = cache_file.with_name(f"{cache_file.stem}.{os.getpid()}.partial.npy")  # per process: no clash
     size = detector.meta.img_size
     images = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
-    loader = DataLoader(_Crops(paths, detector, face_crop), batch_size=None, num_workers=workers,
-                        collate_fn=np.asarray)
+    fork = sys.platform.startswith("linux")
+    loader = DataLoader(_Crops(paths, detector, face_crop), batch_size=None, num_workers=workers if fork else 0,
+                        collate_fn=_as_is, multiprocessing_context="fork" if fork and workers > 0 else None)
     try:
         for i, crop in enumerate(tqdm(loader, desc=desc, unit="img", leave=False)):
-            images[i] = crop  # a bad file raises ValueError naming it (re-raised from a worker)
+            if isinstance(crop, str):
+                raise ValueError(crop)  # a bad file: the message names it
+            images[i] = crop
         images.flush()
         del images
         os.replace(partial, cache_file)

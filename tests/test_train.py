@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from deepshield import load_detector
-from deepshield.data import balanced_subset, list_split, load_split, model_crop
+from deepshield.data import CachedSplit, balanced_subset, list_split, load_split, model_crop
 from deepshield.detector import Detector
 from deepshield.faces import FaceDetector
 from deepshield.model import DeepfakeCNN
@@ -198,13 +198,21 @@ def tiny_detector() -> Detector:
     return Detector(DeepfakeCNN("tiny"), ModelMeta("tiny", 64), FaceDetector(), torch.device("cpu"))
 
 
-def test_a_corrupt_image_fails_the_cache_clearly_and_leaves_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_corrupt_image_fails_the_cache_clearly_and_leaves_nothing(tmp_path: Path, workers: int) -> None:
     root = tmp_path / "root"
     make_root(root, seed=3)
     (root / "valid" / "fake" / "001.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(ValueError, match="001.jpg"):
-        load_split(root, "valid", tiny_detector(), cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match="001.jpg") as caught:
+        load_split(root, "valid", tiny_detector(), cache_dir=tmp_path / "cache", workers=workers)
+    assert "Traceback" not in str(caught.value)  # the file's problem, not a worker's stack
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_cache_built_by_workers_matches_one_process(roots: list[Path], tmp_path: Path) -> None:
+    one = load_split(roots[0], "train", tiny_detector(), cache_dir=tmp_path / "a")
+    several = load_split(roots[0], "train", tiny_detector(), cache_dir=tmp_path / "b", workers=2)
+    assert len(one.labels) == 2 * PER_CLASS and np.array_equal(one.images, several.images)
 
 
 def test_load_split_builds_then_reuses_the_cache(roots: list[Path], tmp_path: Path) -> None:
@@ -297,6 +305,14 @@ def test_recalibrate_bn_measures_the_data_and_spares_frozen_stages(train_module:
         with torch.no_grad():
             stem = model.features[0][0](detector.preprocess(list(images)))
         torch.testing.assert_close(model.features[0][1].running_mean, stem.mean((0, 2, 3)), atol=1e-5, rtol=1e-4)
+
+
+def test_bn_sample_takes_an_equal_share_of_each_root_and_class(train_module: ModuleType) -> None:
+    splits = [CachedSplit(Path(name), "train", [], labels, np.full((len(labels), 2, 2, 3), value, np.uint8))
+              for name, labels, value in (("big", np.r_[np.zeros(90), np.ones(90)].astype(int), 1),
+                                          ("small", np.r_[np.zeros(6), np.ones(6)].astype(int), 2))]
+    images = train_module.bn_sample(train_module.TrainSet(splits, seed=0, augment=False), 8, seed=0)
+    assert images.shape == (8, 2, 2, 3) and int((images[:, 0, 0, 0] == 2).sum()) == 4  # half from the small root
 
 
 def test_imagenet_init_rejects_tiny(train_module: ModuleType) -> None:
