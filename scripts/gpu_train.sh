@@ -64,10 +64,14 @@ train() {
   export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TQDM_DISABLE=1
   "${PY:-python3}" -c "import cv2; assert hasattr(cv2, 'CascadeClassifier'), cv2.__version__"
   mkdir -p /tmp/run "${OUT:?}"
+  # The log goes straight to $OUT: it comes back even if the call is killed at its time limit.
+  local status=0
   "${PY:-python3}" train.py --data "${ROOTS[@]/#//tmp/data/}" --cache-dir /tmp/cache --workers 14 \
-    --out /tmp/run/deepshield_b0.safetensors "$@" 2>&1 | tee /tmp/run/train.log | grep -v Warning || true
+    --out /tmp/run/deepshield_b0.safetensors "$@" >"$OUT/train.log" 2>&1 || status=$?
+  grep -v Warning "$OUT/train.log" | tail -n 40
   rm -f /tmp/run/*.state.pt
   tar cf - -C /tmp run | split -b 15M - "$OUT/run.tar.part-"  # returned files are limited to 16 MiB each
+  return "$status"
 }
 
 case "${1:-}" in
