@@ -42,7 +42,7 @@ from deepshield.detector import Detector, resolve_device
 from deepshield.faces import FaceDetector, default_face_model
 from deepshield.media import atomic_path
 from deepshield.metrics import fit_temperature, nll, pick_threshold, roc_auc, sigmoid, summary
-from deepshield.model import ARCHS, DeepfakeCNN
+from deepshield.model import ARCHS, DeepfakeCNN, reestimate_batchnorm
 from deepshield.weights import ModelMeta, load_weights, save_weights
 
 # ----------------------------------------------------------------------------------------------------
@@ -359,29 +359,15 @@ def bn_sample(train_set: "TrainSet", n: int, seed: int) -> np.ndarray:
     return np.stack([train_set.splits[s].images[i] for s, i in (train_set.items[k] for k in np.sort(picks))])
 
 
-@torch.no_grad()
 def recalibrate_bn(model: DeepfakeCNN, detector: Detector, images: np.ndarray, batch_size: int, n_frozen: int) -> None:
-    """Re-estimate an averaged model's batch-norm statistics on ``images`` (uint8 crops), as
-    torch.optim.swa_utils.update_bn does, but leaving the first ``n_frozen`` (pretrained, frozen) blocks'
-    statistics alone. Averaging weights shrinks the activations while the averaged running statistics keep
-    the live model's scale; left alone, the EMA of a from-scratch B0 gave the same output for every
-    validation image (val_auc 0.49-0.50 for 13 epochs while the live model's training loss fell).
-    Leaves ``model`` in eval mode."""
-    frozen = {id(m) for block in model.features[:n_frozen] for m in block.modules()}
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in frozen]
-    momenta = [norm.momentum for norm in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a cumulative average over the batches below
-    model.train()
-    for block in model.features[:n_frozen]:
-        block.eval()
-    for i in range(0, len(images), batch_size):
-        with autocast(detector.device):
-            model(detector.preprocess(list(images[i : i + batch_size])))
-    for norm, momentum in zip(norms, momenta):
-        norm.momentum = momentum
-    model.eval()
+    """Re-estimate an averaged model's batch-norm statistics on ``images`` (uint8 crops), sparing the first
+    ``n_frozen`` (pretrained, frozen) blocks. Averaging weights shrinks the activations while the averaged
+    running statistics keep the live model's scale; left alone, the EMA of a from-scratch B0 gave the same
+    output for every validation image (val_auc 0.49-0.50 for 13 epochs while the live model's training loss
+    fell). Leaves ``model`` in eval mode."""
+    batches = (detector.preprocess(list(images[i : i + batch_size])) for i in range(0, len(images), batch_size))
+    with autocast(detector.device):
+        reestimate_batchnorm(model, batches, n_frozen)
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:

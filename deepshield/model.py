@@ -6,6 +6,7 @@ Shape follows timm's EfficientNet: ``forward_features`` gives the last feature m
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 
@@ -120,3 +121,25 @@ class DeepfakeCNN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Args: x (B, 3, H, W) normalised crops. Returns: "fake" logits (B,)."""
         return self.forward_head(self.forward_features(x), x)
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: DeepfakeCNN, batches: Iterable[Tensor], n_frozen: int = 0) -> DeepfakeCNN:
+    """Re-measure the batch-norm running statistics as the cumulative average over ``batches`` (normalised
+    crops (B, 3, H, W)), as ``torch.optim.swa_utils.update_bn`` does, leaving the first ``n_frozen``
+    ``features`` blocks (frozen, pretrained) alone. Needed where the statistics do not belong to the weights:
+    a freshly initialised model, or an average of weights. Returns: ``model``, in eval mode."""
+    frozen = {id(m) for block in model.features[:n_frozen] for m in block.modules()}
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in frozen]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches
+    model.train()
+    for block in model.features[:n_frozen]:
+        block.eval()
+    for batch in batches:
+        model(batch)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    return model.eval()

@@ -17,7 +17,7 @@ import torch
 
 from deepshield.detector import Detector, load_detector
 from deepshield.faces import Face
-from deepshield.model import DeepfakeCNN
+from deepshield.model import DeepfakeCNN, reestimate_batchnorm
 from deepshield.weights import ModelMeta, save_weights
 
 # Tests never touch the network, even through huggingface_hub.
@@ -43,15 +43,7 @@ def make_tiny_model(seed: int = 0, use_fft: bool = False) -> DeepfakeCNN:
     """
     torch.manual_seed(seed)
     model = DeepfakeCNN("tiny", use_fft=use_fft)
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # cumulative average over the batches below
-    model.train()
-    with torch.no_grad():
-        for _ in range(4):
-            model(torch.rand(8, 3, 64, 64) * 4 - 2)
-    return model.eval()
+    return reestimate_batchnorm(model, (torch.rand(8, 3, 64, 64) * 4 - 2 for _ in range(4)))
 
 
 def make_tiny_weights(path: Path, seed: int = 0, use_fft: bool = False, **meta: object) -> Path:
