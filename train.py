@@ -6,10 +6,11 @@
 Reads top to bottom: config -> schedule -> augmentation -> data -> model -> one epoch -> validation and
 checkpoint -> main. Every image is decoded and face-cropped once (the crop ``Detector.predict_image``
 makes) and cached; batches are balanced over roots and classes; augmentations are the same for both
-classes. Pretrained inits fine-tune in two phases (head only, then the last stages too); from scratch,
-every layer trains with warm-up + cosine. The best epoch by validation AUC is saved with save_weights,
-its temperature and threshold fitted on the validation set; OUT.state.pt holds the training state for
---resume (never used at inference), OUT.config.json the resolved config, OUT.curves.{csv,png} the curves.
+classes. ImageNet inits fine-tune in two phases (head only, then the last stages too); from scratch or
+from a DeepShield checkpoint, every layer trains with warm-up + cosine (``--schedule`` overrides). The
+best epoch by validation AUC is saved with save_weights, its temperature and threshold fitted on the
+validation set; OUT.state.pt holds the training state for --resume (never used at inference),
+OUT.config.json the resolved config, OUT.curves.{csv,png} the curves.
 """
 
 from __future__ import annotations
@@ -61,15 +62,17 @@ class Config:
     img_size: int = opt(0, "input size; 0: the arch's native size (224 efficientnet_b0, 64 tiny)")
     use_fft: bool = opt(False, "add the FFT frequency branch")
     init: str = opt("", "scratch | imagenet | FILE.safetensors; default imagenet for efficientnet_b0, else scratch")
+    schedule: str = opt("auto", "cosine (every layer: warm-up, then cosine decay) | two-phase (head only, then the "
+                                "last stages too); auto: two-phase for --init imagenet, else cosine")
     epochs: int = opt(50, "maximum epochs (early stopping may end sooner)")
     batch_size: int = opt(32, "images per batch, balanced over roots and classes")
     steps_per_epoch: int = opt(0, "batches per epoch; 0: one pass over the training images")
-    lr: float = opt(0.0, "0: 1e-4 (pretrained, phase-1 head) or 1e-3 (scratch peak)")
-    finetune_lr: float = opt(1e-5, "pretrained, phase 2")
-    freeze_epochs: int = opt(5, "pretrained: epochs 1..N train the head only (phase 1)")
-    unfreeze_stages: int = opt(2, "pretrained phase 2: last EfficientNet stages trained too (with the final 1x1 conv)")
-    warmup_epochs: float = opt(1.0, "scratch: linear warm-up, then cosine decay to --min-lr")
-    min_lr: float = opt(1e-6, "scratch: final learning rate")
+    lr: float = opt(0.0, "0: 1e-3 from scratch, else 1e-4 (cosine: the peak; two-phase: the head's phase 1)")
+    finetune_lr: float = opt(1e-5, "two-phase: phase 2")
+    freeze_epochs: int = opt(5, "two-phase: epochs 1..N train the head only (phase 1)")
+    unfreeze_stages: int = opt(2, "two-phase, phase 2: last EfficientNet stages trained too (with the final 1x1 conv)")
+    warmup_epochs: float = opt(1.0, "cosine: linear warm-up, then cosine decay to --min-lr")
+    min_lr: float = opt(1e-6, "cosine: final learning rate")
     weight_decay: float = opt(0.05, "AdamW weight decay")
     label_smoothing: float = opt(0.1, "targets become 0.05 / 0.95 at 0.1")
     ema_decay: float = opt(0.0, "> 0: validate and save an exponential moving average of the weights (e.g. 0.999)")
@@ -114,12 +117,15 @@ def resolve(cfg: Config) -> Config:
     init = cfg.init or ("imagenet" if cfg.arch == "efficientnet_b0" else "scratch")
     if init not in ("scratch", "imagenet") and not init.endswith(".safetensors"):
         raise ValueError(f"--init {init!r}: expected scratch, imagenet or a .safetensors file")
+    schedule = cfg.schedule if cfg.schedule != "auto" else ("two-phase" if init == "imagenet" else "cosine")
+    if schedule not in ("cosine", "two-phase"):
+        raise ValueError(f"--schedule {cfg.schedule!r}: expected auto, cosine or two-phase")
     if cfg.ema_decay > 0 and cfg.ema_bn_images < 1:
         raise ValueError(f"--ema-bn-images must be >= 1 with --ema-decay, got {cfg.ema_bn_images}")
     if cfg.batch_size < 2:
         raise ValueError(f"--batch-size must be >= 2 (batch norm), got {cfg.batch_size}")
     return replace(
-        cfg, init=init,
+        cfg, init=init, schedule=schedule,
         img_size=cfg.img_size or ARCHS[cfg.arch].img_size,
         lr=cfg.lr or (1e-3 if init == "scratch" else 1e-4),
         workers=cfg.workers if cfg.workers >= 0 else max(1, (os.cpu_count() or 2) // 2),
@@ -131,14 +137,14 @@ def resolve(cfg: Config) -> Config:
 
 
 def phase_at(epoch: int, cfg: Config) -> int:
-    """1 or 2 for the fine-tuning phases of a pretrained init (1-based ``epoch``); 1 from scratch."""
-    return 2 if cfg.init != "scratch" and epoch > cfg.freeze_epochs else 1
+    """1 or 2 for the phases of the two-phase schedule (1-based ``epoch``); always 1 for cosine."""
+    return 2 if cfg.schedule == "two-phase" and epoch > cfg.freeze_epochs else 1
 
 
 def lr_at(step: int, cfg: Config, steps_per_epoch: int) -> float:
-    """Learning rate at optimizer step ``step`` (0-based). Pretrained: ``lr`` for the head-only phase,
-    then ``finetune_lr``. Scratch: linear warm-up to ``lr``, then cosine decay to ``min_lr``."""
-    if cfg.init != "scratch":
+    """Learning rate at optimizer step ``step`` (0-based). Two-phase: ``lr`` for the head-only phase,
+    then ``finetune_lr``. Cosine: linear warm-up to ``lr``, then cosine decay to ``min_lr``."""
+    if cfg.schedule == "two-phase":
         return cfg.lr if step < cfg.freeze_epochs * steps_per_epoch else cfg.finetune_lr
     warmup = max(1, round(cfg.warmup_epochs * steps_per_epoch))
     if step < warmup:
@@ -315,8 +321,8 @@ def imagenet_features(arch: str) -> dict[str, torch.Tensor]:
 
 def frozen_stages(model: DeepfakeCNN, epoch: int, cfg: Config) -> int:
     """How many leading ``features`` blocks stay frozen: all in phase 1 of fine-tuning; all but the
-    last ``unfreeze_stages`` stages and the final 1x1 conv in phase 2; none from scratch."""
-    if cfg.init == "scratch":
+    last ``unfreeze_stages`` stages and the final 1x1 conv in phase 2; none with the cosine schedule."""
+    if cfg.schedule == "cosine":
         return 0
     n_blocks = len(model.features)
     return n_blocks if phase_at(epoch, cfg) == 1 else max(0, n_blocks - 1 - cfg.unfreeze_stages)

@@ -251,18 +251,29 @@ def train_module() -> ModuleType:
 
 def test_lr_schedules(train_module: ModuleType) -> None:
     Config, lr_at, phase_at = train_module.Config, train_module.lr_at, train_module.phase_at
-    scratch = Config(init="scratch", lr=1e-3, min_lr=0.0, warmup_epochs=1, epochs=10)
+    scratch = Config(init="scratch", schedule="cosine", lr=1e-3, min_lr=0.0, warmup_epochs=1, epochs=10)
     assert lr_at(0, scratch, 10) == pytest.approx(1e-4) and lr_at(9, scratch, 10) == pytest.approx(1e-3)
     assert lr_at(55, scratch, 10) == pytest.approx(5e-4)  # halfway through the cosine
     assert lr_at(99, scratch, 10) < 1e-5
-    tuned = Config(init="imagenet", lr=1e-4, finetune_lr=1e-5, freeze_epochs=5)
+    tuned = Config(init="imagenet", schedule="two-phase", lr=1e-4, finetune_lr=1e-5, freeze_epochs=5)
     assert lr_at(49, tuned, 10) == 1e-4 and lr_at(50, tuned, 10) == 1e-5
     assert [phase_at(e, tuned) for e in (1, 5, 6, 50)] == [1, 1, 2, 2] and phase_at(9, scratch) == 1
 
 
+def test_schedule_follows_the_init(train_module: ModuleType) -> None:
+    def schedule(*args: str) -> str:
+        return train_module.parse_args(["--data", "root", *args]).schedule
+
+    assert schedule("--init", "imagenet") == "two-phase"
+    assert schedule("--init", "scratch") == schedule("--init", "run/best.safetensors") == "cosine"
+    assert schedule("--init", "imagenet", "--schedule", "cosine") == "cosine"
+    with pytest.raises(ValueError, match="--schedule 'linear'"):
+        schedule("--schedule", "linear")
+
+
 def test_frozen_stages_follow_the_phase(train_module: ModuleType) -> None:
     model = DeepfakeCNN("tiny")
-    tuned = train_module.Config(init="imagenet", freeze_epochs=5, unfreeze_stages=2)
+    tuned = train_module.Config(init="imagenet", schedule="two-phase", freeze_epochs=5, unfreeze_stages=2)
     n = len(model.features)
     assert train_module.frozen_stages(model, 1, tuned) == n
     assert train_module.frozen_stages(model, 6, tuned) == n - 3  # last two stages + the final 1x1 conv train
