@@ -22,7 +22,7 @@ ROOTS = [SHARED / "data" / "dfdc-faces", SHARED / "data" / "140k-sample"]
 def test_shipped_weights_are_a_trained_b0_with_calibration_and_provenance() -> None:
     assert SHIPPED.stat().st_size <= 25 * 2**20
     meta = read_meta(SHIPPED)
-    assert meta.trained and meta.arch == "efficientnet_b0" and meta.img_size == 224 and not meta.use_fft
+    assert meta.trained and meta.arch == "efficientnet_b0" and meta.img_size == 160 and not meta.use_fft
     assert 0.3 < meta.threshold < 0.7 and 0.5 < meta.temperature < 2.0
     assert meta.training_command.startswith("python train.py") and "dfdc-faces" in meta.training_data
     assert meta.metrics["split"] == "valid" and 0.6 < meta.metrics["roc_auc"] < 1.0
@@ -38,7 +38,7 @@ def test_shipped_weights_find_and_score_the_example_face() -> None:
 @needs_shared(ROOTS[1])
 def test_full_pipeline_separates_test_faces(tmp_path: Path) -> None:
     """A fixed seeded subset (100 per class and root). The model card's figures on all 5,315 test images
-    are 0.662 / 0.703; this subset measured 0.628 / 0.744 (0.688 overall). A broken crop, resize or
+    are 0.688 / 0.805; this subset measured 0.663 / 0.832 (0.748 overall). A broken crop, resize or
     normalisation drops it to chance (0.5 +- 0.03 at n = 400)."""
     out = tmp_path / "report.json"
     done = subprocess.run(
@@ -49,6 +49,6 @@ def test_full_pipeline_separates_test_faces(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["mode"] == "detect" and report["overall"]["n"] == 400
-    assert report["overall"]["roc_auc"] >= 0.62
+    assert report["overall"]["roc_auc"] >= 0.70
     for root in report["roots"].values():
-        assert root["roc_auc"] >= 0.58 and root["face_found_rate"] >= 0.8
+        assert root["roc_auc"] >= 0.60 and root["face_found_rate"] >= 0.8
