@@ -322,7 +322,7 @@ def imagenet_features(arch: str) -> dict[str, torch.Tensor]:
 def frozen_stages(model: DeepfakeCNN, epoch: int, cfg: Config) -> int:
     """How many leading ``features`` blocks stay frozen: all in phase 1 of fine-tuning; all but the
     last ``unfreeze_stages`` stages and the final 1x1 conv in phase 2; none with the cosine schedule."""
-    if cfg.schedule == "cosine":
+    if cfg.schedule != "two-phase":
         return 0
     n_blocks = len(model.features)
     return n_blocks if phase_at(epoch, cfg) == 1 else max(0, n_blocks - 1 - cfg.unfreeze_stages)
