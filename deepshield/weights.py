@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from .faces import DEFAULT_CROP
 from .media import atomic_path
@@ -73,14 +73,15 @@ class ModelMeta:
 
 
 def save_weights(model: DeepfakeCNN, meta: ModelMeta, path: str | os.PathLike) -> Path:
-    """Write ``model``'s weights and ``meta`` to ``path`` atomically (a temp file, then a rename)."""
+    """Write ``model``'s weights and ``meta`` to ``path`` atomically (a temp file, then a rename), with the
+    permissions any new file gets (safetensors' own ``save_file`` makes it owner-only, 0600)."""
     if (model.arch, model.use_fft) != (meta.arch, meta.use_fft):
         raise ValueError(f"meta says arch={meta.arch}, use_fft={meta.use_fft}; model is {model.arch}, {model.use_fft}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as partial:
-        save_file(tensors, str(partial), metadata=meta.to_metadata())
+        partial.write_bytes(save(tensors, metadata=meta.to_metadata()))
     return path
 
 

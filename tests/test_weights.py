@@ -1,3 +1,5 @@
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,17 @@ def test_round_trip_rebuilds_model_from_metadata(tmp_path: Path) -> None:
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(model(x), original(x))
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_saved_file_gets_ordinary_permissions(tmp_path: Path) -> None:
+    """Weights are meant to be copied and served (a container, another user): safetensors' save_file
+    would make them owner-only (0600); ours follow the umask like any other new file."""
+    old = os.umask(0o022)
+    try:
+        path = make_tiny_weights(tmp_path / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 def test_metadata_is_plain_strings(tmp_path: Path) -> None:
