@@ -42,6 +42,8 @@ DOWNLOADS_KEEP_S = 600
 VIDEO_TYPES = [".mp4", ".avi", ".mov", ".webm"]
 # Below this validation ROC-AUC (the bar the shipped model is held to on dfdc-faces) the sidebar says the model is weak.
 WEAK_AUC = 0.90
+# How the sidebar names a model's starting point (ModelMeta.init).
+INITS = {"imagenet": "ImageNet weights", "scratch": "scratch (random init)"}
 REAL_COLOUR, FAKE_COLOUR, UNSURE_COLOUR = "#1a7f37", "#cf222e", "#9a6700"
 # System fonts only: the default theme would fetch Google Fonts, and nothing may leave the machine.
 THEME = gr.themes.Default(font=["system-ui", "Segoe UI", "Helvetica", "Arial", "sans-serif"],
@@ -277,7 +279,8 @@ def model_info_markdown(detector: Detector) -> str:
         " (**a weak detector**: treat a verdict as a hint, not evidence; see `weights/README.md`)" if auc < WEAK_AUC else "") + "  \n"
     return (
         f"**Weights:** `{Path(info['weights']).name if info['weights'] else '-'}` ({trained}, {info['arch']} @ "
-        f"{info['img_size']} px{', FFT branch' if info['use_fft'] else ''})  \n{quality}"
+        f"{info['img_size']} px{', FFT branch' if info['use_fft'] else ''}"
+        f"{', from ' + INITS.get(info['init'], info['init']) if info['init'] else ''})  \n{quality}"
         f"**Face detector:** {info['face_detector']}  \n**Device:** {info['device']}  \n"
         f"**Version:** {__version__}. Runs offline: nothing leaves this machine."
     )

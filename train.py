@@ -1,13 +1,14 @@
 """Train the DeepShield classifier on face images laid out as ROOT/{train,valid}/{real,fake}/*.
 
-    python train.py --data ROOT [ROOT...] [--arch efficientnet_b0|tiny] [--init scratch|imagenet|FILE]
-                    [--epochs 50] [--max-per-class N] [--out weights/deepshield_b0.safetensors] [--resume]
+    python train.py --data ROOT [ROOT...] [--arch efficientnet_lite0|efficientnet_b0|tiny]
+                    [--init scratch|imagenet|FILE] [--epochs 50] [--max-per-class N]
+                    [--out weights/deepshield_lite0.safetensors] [--resume]
 
 Reads top to bottom: config -> schedule -> augmentation -> data -> model -> one epoch -> validation and
 checkpoint -> main. Every image is decoded and face-cropped once (the crop ``Detector.predict_image``
 makes) and cached; batches are balanced over roots and classes; augmentations are the same for both
-classes. ImageNet inits fine-tune in two phases (head only, then the last stages too); from scratch or
-from a DeepShield checkpoint, every layer trains with warm-up + cosine (``--schedule`` overrides). The
+classes. Every layer trains with warm-up + cosine, from ImageNet weights, from scratch or from a DeepShield
+checkpoint; ``--schedule two-phase`` fine-tunes the head first, then the last stages too. The
 best epoch by validation AUC is saved with save_weights, its temperature and threshold fitted on the
 validation set; OUT.state.pt holds the training state for --resume (never used at inference),
 OUT.config.json the resolved config, OUT.curves.{csv,png} the curves.
@@ -29,7 +30,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import cv2
 import numpy as np
@@ -42,9 +42,10 @@ from deepshield.data import CachedSplit, load_split
 from deepshield.detector import Detector, resolve_device
 from deepshield.faces import FaceDetector, default_face_model
 from deepshield.media import atomic_path
-from deepshield.metrics import fit_temperature, nll, pick_threshold, roc_auc, sigmoid, summary
-from deepshield.model import ARCHS, DeepfakeCNN, reestimate_batchnorm
-from deepshield.weights import ModelMeta, load_weights, save_weights
+from deepshield.metrics import ece, fit_temperature, group_weights, nll, pick_threshold, roc_auc, sigmoid, summary
+from deepshield.model import ARCHS, DEFAULT_ARCH, DeepfakeCNN, reestimate_batchnorm
+from deepshield.pretrained import imagenet_features
+from deepshield.weights import WEIGHTS_NAME, ModelMeta, load_weights, read_meta, save_weights
 
 # ----------------------------------------------------------------------------------------------------
 # Config: every default in one place; each field is a --flag (underscores become dashes).
@@ -58,12 +59,12 @@ def opt(default: Any, help: str) -> Any:
 @dataclass
 class Config:
     data: list[str] = field(default_factory=list, metadata={"help": "dataset roots, each ROOT/{train,valid}/{real,fake}/*"})
-    arch: str = opt("efficientnet_b0", f"one of {sorted(ARCHS)} (tiny: tests)")
-    img_size: int = opt(0, "input size; 0: the arch's native size (224 efficientnet_b0, 64 tiny)")
+    arch: str = opt(DEFAULT_ARCH, f"one of {sorted(ARCHS)} (tiny: tests)")
+    img_size: int = opt(0, "input size; 0: the arch's native size (224 for the EfficientNets, 64 tiny)")
     use_fft: bool = opt(False, "add the FFT frequency branch")
-    init: str = opt("", "scratch | imagenet | FILE.safetensors; default imagenet for efficientnet_b0, else scratch")
-    schedule: str = opt("auto", "cosine (every layer: warm-up, then cosine decay) | two-phase (head only, then the "
-                                "last stages too); auto: two-phase for --init imagenet, else cosine")
+    init: str = opt("", "scratch | imagenet | FILE.safetensors; default imagenet for the EfficientNets, scratch for tiny")
+    schedule: str = opt("cosine", "cosine (every layer: warm-up, then cosine decay) | two-phase (head only, then "
+                                  "the last stages too)")
     epochs: int = opt(50, "maximum epochs (early stopping may end sooner)")
     batch_size: int = opt(32, "images per batch, balanced over roots and classes")
     steps_per_epoch: int = opt(0, "batches per epoch; 0: one pass over the training images")
@@ -86,7 +87,7 @@ class Config:
                                        "from scratch, full strength hides the faint artefacts the net must first find")
     face_crop: bool = opt(True, "crop each image to its face as inference does; --no-face-crop: use images as given")
     face_model: str = opt("", "YuNet .onnx for face detection; default as load_detector ($DEEPSHIELD_FACE_MODEL, weights/, Haar)")
-    out: str = opt("weights/deepshield_b0.safetensors", "best weights; OUT.state.pt, OUT.config.json, OUT.curves.* beside it")
+    out: str = opt(f"weights/{WEIGHTS_NAME}", "best weights; OUT.state.pt, OUT.config.json, OUT.curves.* beside it")
     resume: bool = opt(False, "continue from OUT.state.pt")
     seed: int = opt(0, "seeds initialisation, subsets, batches and augmentation")
     device: str = opt("", "cpu, cuda, mps; default: the best available")
@@ -114,18 +115,17 @@ def resolve(cfg: Config) -> Config:
     """Fill the "auto" defaults and check values, so the saved config says exactly what ran."""
     if cfg.arch not in ARCHS:
         raise ValueError(f"unknown --arch {cfg.arch!r}; known: {sorted(ARCHS)}")
-    init = cfg.init or ("imagenet" if cfg.arch == "efficientnet_b0" else "scratch")
+    init = cfg.init or ("scratch" if cfg.arch == "tiny" else "imagenet")
     if init not in ("scratch", "imagenet") and not init.endswith(".safetensors"):
         raise ValueError(f"--init {init!r}: expected scratch, imagenet or a .safetensors file")
-    schedule = cfg.schedule if cfg.schedule != "auto" else ("two-phase" if init == "imagenet" else "cosine")
-    if schedule not in ("cosine", "two-phase"):
-        raise ValueError(f"--schedule {cfg.schedule!r}: expected auto, cosine or two-phase")
+    if cfg.schedule not in ("cosine", "two-phase"):
+        raise ValueError(f"--schedule {cfg.schedule!r}: expected cosine or two-phase")
     if cfg.ema_decay > 0 and cfg.ema_bn_images < 1:
         raise ValueError(f"--ema-bn-images must be >= 1 with --ema-decay, got {cfg.ema_bn_images}")
     if cfg.batch_size < 2:
         raise ValueError(f"--batch-size must be >= 2 (batch norm), got {cfg.batch_size}")
     return replace(
-        cfg, init=init, schedule=schedule,
+        cfg, init=init,
         img_size=cfg.img_size or ARCHS[cfg.arch].img_size,
         lr=cfg.lr or (1e-3 if init == "scratch" else 1e-4),
         workers=cfg.workers if cfg.workers >= 0 else max(1, (os.cpu_count() or 2) // 2),
@@ -300,25 +300,6 @@ def build_model(cfg: Config) -> DeepfakeCNN:
     return model
 
 
-def imagenet_features(arch: str) -> dict[str, torch.Tensor]:
-    """torchvision's ImageNet EfficientNet-B0 ``features.*`` tensors, from the torch hub cache, else
-    downloaded. Raises: ValueError for another arch; FileNotFoundError when neither works (offline)."""
-    from torchvision.models import EfficientNet_B0_Weights  # only this init needs it
-
-    if arch != "efficientnet_b0":
-        raise ValueError(f"--init imagenet needs --arch efficientnet_b0, not {arch!r}; use --init scratch")
-    url = EfficientNet_B0_Weights.IMAGENET1K_V1.url
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
-    try:
-        state = EfficientNet_B0_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
-    except OSError as err:  # urllib's URLError is an OSError
-        raise FileNotFoundError(
-            f"ImageNet weights for --init imagenet are not in the torch hub cache ({cached}) and could not "
-            f"be downloaded from {url} ({err}). Copy the file there, or train with --init scratch."
-        ) from err
-    return {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
-
-
 def frozen_stages(model: DeepfakeCNN, epoch: int, cfg: Config) -> int:
     """How many leading ``features`` blocks stay frozen: all in phase 1 of fine-tuning; all but the
     last ``unfreeze_stages`` stages and the final 1x1 conv in phase 2; none with the cosine schedule."""
@@ -465,17 +446,19 @@ def epoch_line(row: dict[str, Any], epochs: int) -> str:
 
 
 def validation_metrics(valid: ValidSet, logits: np.ndarray) -> dict[str, Any]:
-    """Calibrate on the validation set (temperature by NLL, then the threshold on calibrated P(fake))
+    """Calibrate on the validation set (temperature by root-balanced NLL, then the threshold on calibrated P(fake))
     and measure it. Returns: a JSON-able dict with "temperature", "threshold" and the metrics."""
     labels = valid.labels
-    temperature = fit_temperature(labels, logits)
+    # Every root weighs the same in the fit, so the largest one does not set the temperature for all.
+    temperature = fit_temperature(labels, logits, weights=group_weights(valid.root_ids))
     probs = sigmoid(logits / temperature)
     threshold = pick_threshold(labels, probs)
     per_root = {}
     for r, root in enumerate(valid.roots):
         mine = valid.root_ids == r
         if len(np.unique(labels[mine])) == 2:
-            per_root[root] = {"n": int(mine.sum()), "roc_auc": roc_auc(labels[mine], probs[mine])}
+            per_root[root] = {"n": int(mine.sum()), "roc_auc": roc_auc(labels[mine], probs[mine]),
+                              "ece": ece(labels[mine], probs[mine])}
     return {"temperature": temperature, "threshold": threshold, "nll_uncalibrated": nll(labels, logits),
             "nll": nll(labels, logits, temperature), **summary(labels, probs, threshold, sigmoid(logits)),
             "per_root": per_root}
@@ -486,10 +469,15 @@ def command_line(argv: list[str] | None) -> str:
     return shlex.join(["python", *sys.argv] if argv is None else ["python", "train.py", *argv])
 
 
+def root_init(init: str) -> str:
+    """Where the weights' training began: ``init`` itself, or for a DeepShield file, that file's own start."""
+    return read_meta(init).init if init.endswith(".safetensors") else init
+
+
 def save_best(model: DeepfakeCNN, cfg: Config, val: dict[str, Any], epoch: int, training_data: str, command: str) -> Path:
     """Write the weights with their calibration, provenance and validation metrics."""
     meta = ModelMeta(
-        arch=cfg.arch, img_size=cfg.img_size, use_fft=cfg.use_fft,
+        arch=cfg.arch, img_size=cfg.img_size, use_fft=cfg.use_fft, init=root_init(cfg.init),
         threshold=val["threshold"], temperature=val["temperature"], trained=True,
         training_data=training_data, training_command=command,
         metrics={"epoch": epoch, "split": "valid", **{k: v for k, v in val.items() if k not in ("temperature", "threshold")}},

@@ -19,7 +19,7 @@ from .detector import Detector, load_detector, resolve_device
 from .faces import FaceDetector, default_face_model
 from .gradcam import class_maps, grad_cam, overlay, paste_map
 from .media import load_image
-from .model import DeepfakeCNN
+from .model import ARCHS, DEFAULT_ARCH, DeepfakeCNN
 from .weights import ModelMeta
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
@@ -62,17 +62,17 @@ def frame_as_jpeg(video: Path, index: int = 100) -> bytes:
 
 
 def make_detector(weights: Path | None, device: str | None) -> Detector:
-    """The shipped detector, or an untrained EfficientNet-B0 when no weights exist (timing is the same)."""
+    """The shipped detector, or an untrained EfficientNet-Lite0 at 224 px when no weights exist (timing is the same)."""
     try:
         return load_detector(weights, device=device)
     except FileNotFoundError as err:
         if weights is not None:
             raise
-        print(f"note: {str(err).splitlines()[0]} -> timing an untrained EfficientNet-B0 instead")
+        print(f"note: {str(err).splitlines()[0]} -> timing an untrained {DEFAULT_ARCH} instead")
     # An untrained network's activations shrink into denormal floats, which are very slow on CPU.
     torch.set_flush_denormal(True)
-    model = DeepfakeCNN("efficientnet_b0")
-    return Detector(model, ModelMeta("efficientnet_b0", 224), FaceDetector(default_face_model()), resolve_device(device))
+    model = DeepfakeCNN(DEFAULT_ARCH)
+    return Detector(model, ModelMeta(DEFAULT_ARCH, ARCHS[DEFAULT_ARCH].img_size), FaceDetector(default_face_model()), resolve_device(device))
 
 
 def bench_image(detector: Detector, data: bytes, repeats: int) -> None:

@@ -152,6 +152,7 @@ class Detector:
             "weights": str(self.weights_path) if self.weights_path else None,
             "trained": self.meta.trained,
             "arch": self.meta.arch,
+            "init": self.meta.init or None,  # "imagenet" or "scratch"; None for files that predate the field
             "img_size": self.meta.img_size,
             "use_fft": self.meta.use_fft,
             "threshold": self.meta.threshold,

@@ -161,30 +161,42 @@ def logit(p: np.ndarray, eps: float = 1e-7) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def nll(labels: np.ndarray, logits: np.ndarray, temperature: float = 1.0) -> float:
-    """Mean binary cross-entropy of sigmoid(logits / temperature) against ``labels``."""
+def nll(labels: np.ndarray, logits: np.ndarray, temperature: float = 1.0, weights: np.ndarray | None = None) -> float:
+    """Mean binary cross-entropy of sigmoid(logits / temperature) against ``labels``, weighted by ``weights``
+    (N,) when given."""
     labels, logits = _check(labels, logits)
     z = logits / temperature
     # -log sigmoid(z) for fakes, -log sigmoid(-z) for reals, both as softplus.
-    return float(np.mean(np.logaddexp(0.0, np.where(labels == 1, -z, z))))
+    return float(np.average(np.logaddexp(0.0, np.where(labels == 1, -z, z)), weights=weights))
 
 
-def fit_temperature(labels: np.ndarray, logits: np.ndarray, iterations: int = 80) -> float:
-    """Temperature T minimising ``nll(labels, logits, T)``, by golden-section search over log T in
+def group_weights(groups: np.ndarray) -> np.ndarray:
+    """Per-sample weights (N,) that give every distinct value of ``groups`` (N,) the same total weight,
+    e.g. every data root, however many images each has. They sum to N."""
+    _, inverse, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+    return len(inverse) / (len(counts) * counts[inverse])
+
+
+def fit_temperature(labels: np.ndarray, logits: np.ndarray, iterations: int = 80, weights: np.ndarray | None = None) -> float:
+    """Temperature T minimising ``nll(labels, logits, T, weights)``, by golden-section search over log T in
     [T_MIN, T_MAX] (the NLL is convex in 1/T, so unimodal in log T)."""
     lo, hi = np.log(T_MIN), np.log(T_MAX)
     ratio = (np.sqrt(5) - 1) / 2
+
+    def loss(log_t: float) -> float:
+        return nll(labels, logits, float(np.exp(log_t)), weights)
+
     a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    fa, fb = nll(labels, logits, np.exp(a)), nll(labels, logits, np.exp(b))
+    fa, fb = loss(a), loss(b)
     for _ in range(iterations):
         if fa <= fb:
             hi, b, fb = b, a, fa
             a = hi - ratio * (hi - lo)
-            fa = nll(labels, logits, np.exp(a))
+            fa = loss(a)
         else:
             lo, a, fa = a, b, fb
             b = lo + ratio * (hi - lo)
-            fb = nll(labels, logits, np.exp(b))
+            fb = loss(b)
     return float(np.exp((lo + hi) / 2))
 
 

@@ -22,12 +22,12 @@ from .media import atomic_path
 from .model import ARCHS, DeepfakeCNN
 
 FORMAT = "deepshield-weights-1"
-WEIGHTS_NAME = "deepshield_b0.safetensors"
+WEIGHTS_NAME = "deepshield_lite0.safetensors"
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 WEIGHTS_ENV = "DEEPSHIELD_WEIGHTS"
 HUB_REPO_ENV = "DEEPSHIELD_HUB_REPO"
 HUB_DOWNLOAD_ENV = "DEEPSHIELD_HUB_DOWNLOAD"
-DEFAULT_HUB_REPO = "deepshield/deepshield-b0"
+DEFAULT_HUB_REPO = "deepshield/deepshield-lite0"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -46,6 +46,7 @@ class ModelMeta:
     temperature: float = 1.0  # P(fake) = sigmoid(logit / temperature)
     labels: tuple[str, str] = ("Real", "Fake")
     trained: bool = False
+    init: str = ""  # where training started: "imagenet" or "scratch" (kept through continued training)
     training_data: str = ""
     training_command: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)

