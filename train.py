@@ -68,6 +68,8 @@ class Config:
     epochs: int = opt(50, "maximum epochs (early stopping may end sooner)")
     batch_size: int = opt(32, "images per batch, balanced over roots and classes")
     steps_per_epoch: int = opt(0, "batches per epoch; 0: one pass over the training images")
+    root_balance: float = opt(0.0, "a root's share of each batch grows as (its training images) ** P: 0 equal "
+                                   "shares, 1 in proportion to size; a root's classes always share equally")
     lr: float = opt(0.0, "0: 1e-3 from scratch, else 1e-4 (cosine: the peak; two-phase: the head's phase 1)")
     finetune_lr: float = opt(1e-5, "two-phase: phase 2")
     freeze_epochs: int = opt(5, "two-phase: epochs 1..N train the head only (phase 1)")
@@ -240,12 +242,15 @@ class TrainSet(Dataset):
 
 
 class BalancedBatchSampler(Sampler[list[int]]):
-    """Batches holding an equal share of every group (the remainder going to a random few); each group
-    is drawn in reshuffled passes, so small groups repeat within an epoch and large ones are subsampled."""
+    """Batches holding a fixed share of every group (equal shares unless ``shares`` (one per sorted group,
+    summing to 1) says otherwise; fractional places go to a random few, in proportion); each group is drawn
+    in reshuffled passes, so small groups repeat within an epoch and large ones are subsampled."""
 
-    def __init__(self, groups: np.ndarray, batch_size: int, n_batches: int, seed: int) -> None:
+    def __init__(self, groups: np.ndarray, batch_size: int, n_batches: int, seed: int,
+                 shares: np.ndarray | None = None) -> None:
         self.members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
         self.batch_size, self.n_batches, self.seed, self.epoch = batch_size, n_batches, seed, 0
+        self.quota = batch_size * (np.full(len(self.members), 1 / len(self.members)) if shares is None else shares)
 
     def __len__(self) -> int:
         return self.n_batches
@@ -253,11 +258,24 @@ class BalancedBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng((self.seed, self.epoch, 1))
         streams = [_reshuffled(m, rng) for m in self.members]
-        share, extra = divmod(self.batch_size, len(streams))
+        base = np.floor(self.quota + 1e-9).astype(int)
+        extra, fraction = self.batch_size - base.sum(), np.clip(self.quota - base, 0, None)
         for _ in range(self.n_batches):
-            lucky = set(rng.permutation(len(streams))[:extra].tolist())
-            batch = [int(next(s)) for g, s in enumerate(streams) for _ in range(share + (g in lucky))]
+            counts = base.copy()
+            if extra:
+                counts[rng.choice(len(streams), extra, replace=False, p=fraction / fraction.sum())] += 1
+            batch = [int(next(s)) for s, n in zip(streams, counts) for _ in range(n)]
             yield [batch[i] for i in rng.permutation(len(batch))]
+
+
+def group_shares(train_set: "TrainSet", root_balance: float) -> np.ndarray:
+    """Each (root, class) group's share of a batch, in sorted group order: a root's share grows as (its
+    training images) ** ``root_balance``, and its classes split it equally."""
+    groups = np.unique(train_set.groups)
+    roots = groups // 2
+    sizes = np.array([len(train_set.splits[r].labels) for r in roots], dtype=np.float64)
+    per_root = sizes ** root_balance / np.bincount(roots)[roots]  # split among the root's classes
+    return per_root / per_root.sum()
 
 
 def _reshuffled(indices: np.ndarray, rng: np.random.Generator) -> Iterator[int]:
@@ -571,7 +589,8 @@ def main(argv: list[str] | None = None) -> None:
     train, valid_splits = load_splits(cfg, "train", detector), load_splits(cfg, "valid", detector)
     train_set = TrainSet(train, cfg.seed, cfg.augment, cfg.augment_strength)
     n_batches = cfg.steps_per_epoch or max(1, len(train_set) // cfg.batch_size)
-    sampler = BalancedBatchSampler(train_set.groups, cfg.batch_size, n_batches, cfg.seed)
+    sampler = BalancedBatchSampler(train_set.groups, cfg.batch_size, n_batches, cfg.seed,
+                                   group_shares(train_set, cfg.root_balance))
     valid = ValidSet.join(valid_splits)
     bn_images = bn_sample(train_set, cfg.ema_bn_images, cfg.seed) if ema is not None else None
     training_data = describe_data(train, valid_splits)

@@ -99,9 +99,17 @@ def _png_bytes(image: np.ndarray) -> bytes:
     return cv2.imencode(".png", image)[1].tobytes()
 
 
+def test_sidebar_and_health_name_the_arch_and_its_init(tmp_path: Path) -> None:
+    detector = load_detector(make_tiny_weights(tmp_path / "w.safetensors", trained=True, init="imagenet"),
+                             device="cpu", face_model=None)
+    assert "tiny @ 64 px, from ImageNet weights" in deepshield_app.model_info_markdown(detector)
+    assert (detector.info()["arch"], detector.info()["init"]) == ("tiny", "imagenet")
+
+
 def test_health(rest: TestClient, tiny_weights: Path) -> None:
     body = rest.get("/health").json()
     assert body["status"] == "ok" and body["model_loaded"] is True and body["weights"] == str(tiny_weights)
+    assert body["arch"] == "tiny" and "init" in body
     assert body["face_detector"] == "haar" and body["device"] == "cpu" and body["version"]
 
 

@@ -362,3 +362,19 @@ def test_resume_without_state_is_a_clear_error(train_module: ModuleType, roots: 
 def test_weights_metadata_survives_a_read(trained: tuple[Path, str]) -> None:
     meta = read_meta(trained[0])
     assert meta.metrics["split"] == "valid" and meta.training_command.startswith("python ")
+
+
+def test_root_balance_sets_each_roots_share(train_module: ModuleType) -> None:
+    labels = {"big": np.r_[np.zeros(800), np.ones(800)].astype(int), "small": np.r_[np.zeros(50), np.ones(50)].astype(int)}
+    splits = [CachedSplit(Path(name), "train", [], y, np.zeros((len(y), 2, 2, 3), np.uint8)) for name, y in labels.items()]
+    train_set = train_module.TrainSet(splits, seed=0, augment=False)
+    assert np.allclose(train_module.group_shares(train_set, 0.0), 0.25)
+    shares = train_module.group_shares(train_set, 0.5)  # sqrt(1600) : sqrt(100) = 4 : 1
+    assert np.allclose(shares, [0.4, 0.4, 0.1, 0.1])
+    batches = list(train_module.BalancedBatchSampler(train_set.groups, 30, 200, seed=0, shares=shares))
+    counts = np.array([np.bincount(train_set.groups[b], minlength=4) for b in batches])
+    assert (counts.sum(1) == 30).all() and (counts[:, :2] >= 12).all() and (counts[:, 2:] >= 3).all()
+    assert np.allclose(counts.mean(0), [12, 12, 3, 3], atol=0.01)  # 30 x shares: whole numbers, no rounding
+    odd = list(train_module.BalancedBatchSampler(train_set.groups, 32, 400, seed=0, shares=shares))
+    mean = np.array([np.bincount(train_set.groups[b], minlength=4) for b in odd]).mean(0)
+    assert np.allclose(mean, [12.8, 12.8, 3.2, 3.2], atol=0.1)  # the two spare places go by the fractions
