@@ -1,4 +1,5 @@
-"""Command line: ``python -m deepshield predict PATH [PATH...]`` for images and videos."""
+"""Command line: ``python -m deepshield predict PATH [PATH...]`` for images and videos, and
+``python -m deepshield publish --model REPO [--space SPACE] [--dry-run]`` for the Hugging Face Hub."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", help="cpu, cuda, mps (default: $DEEPSHIELD_DEVICE or the best available)")
     predict.add_argument("--face-model", type=Path, metavar="ONNX", help="YuNet face detector model (default: Haar cascade)")
     predict.add_argument("--threshold", type=float, help="decision threshold on P(fake) (default: the weights')")
+    publish = commands.add_parser("publish", help="upload the weights as a Hub model repo (and the app as a Space)")
+    publish.add_argument("--model", required=True, metavar="REPO_ID", help="model repo, e.g. you/deepshield-lite0")
+    publish.add_argument("--space", metavar="SPACE_ID", help="also upload the app as this Gradio Space")
+    publish.add_argument("--dry-run", action="store_true", help="list every file, destination, size and LFS; send nothing")
     return parser
 
 
@@ -77,9 +82,25 @@ def run_predict(args: argparse.Namespace) -> int:
     return status
 
 
+def run_publish(args: argparse.Namespace) -> int:
+    from .publish import describe, plan, publish
+
+    try:
+        uploads = plan(args.model, args.space)
+    except FileNotFoundError as err:
+        print(f"deepshield: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(describe(uploads))
+    if args.dry_run:
+        print("dry run: nothing was sent")
+    else:
+        publish(uploads)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_predict(args)
+    return run_publish(args) if args.command == "publish" else run_predict(args)
 
 
 if __name__ == "__main__":
