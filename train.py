@@ -26,19 +26,17 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from deepshield.data import CachedSplit, load_split
+from deepshield.data import BalancedBatchSampler, CachedSplit, TrainSet, ValidSet, bn_sample, group_shares, load_split
 from deepshield.detector import Detector, resolve_device
 from deepshield.faces import FaceDetector, default_face_model
 from deepshield.media import atomic_path
@@ -156,131 +154,7 @@ def lr_at(step: int, cfg: Config, steps_per_epoch: int) -> float:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Augmentation: numpy/cv2 on uint8 RGB crops, identical for both classes, so no corruption can become
-# a shortcut to the label.
-
-
-def augment(image: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
-    """Args: an RGB uint8 crop (S, S, 3); ``strength`` scales each corruption's chance.
-    Returns: a randomly flipped, shifted and corrupted copy of the same shape."""
-    if rng.random() < 0.5:
-        image = image[:, ::-1]
-    image = jitter_crop(image, rng)
-    if rng.random() < 0.8 * strength:
-        image = colour_jitter(image, rng)
-    if rng.random() < 0.3 * strength:
-        image = down_up(image, rng)
-    if rng.random() < 0.2 * strength:
-        image = cv2.GaussianBlur(image, (0, 0), sigmaX=rng.uniform(0.3, 1.5))
-    if rng.random() < 0.2 * strength:
-        image = np.clip(image + rng.normal(0.0, rng.uniform(2.0, 8.0), image.shape), 0, 255).astype(np.uint8)
-    if rng.random() < 0.5 * strength:
-        image = jpeg(image, int(rng.integers(30, 96)))
-    return np.ascontiguousarray(image)
-
-
-def jitter_crop(image: np.ndarray, rng: np.random.Generator, scale: float = 0.1, shift: float = 0.05) -> np.ndarray:
-    """Zoom by 1 +- ``scale`` and shift by up to ``shift`` of the side: the spread of face-detector boxes
-    around the crop. Borders are replicated, as ``crop_face`` pads."""
-    size = image.shape[0]
-    zoom = rng.uniform(1.0 - scale, 1.0 + scale)  # source pixels per output pixel
-    dx, dy = rng.uniform(-shift, shift, 2) * size
-    centre = (size - 1) / 2.0
-    matrix = np.float32([[zoom, 0, centre * (1 - zoom) + dx], [0, zoom, centre * (1 - zoom) + dy]])
-    return cv2.warpAffine(np.ascontiguousarray(image), matrix, (size, size),
-                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-
-
-def colour_jitter(image: np.ndarray, rng: np.random.Generator, amount: float = 0.2) -> np.ndarray:
-    """Brightness, contrast and saturation each scaled by 1 +- ``amount``."""
-    pixels = image.astype(np.float32) * rng.uniform(1 - amount, 1 + amount)
-    pixels = (pixels - pixels.mean()) * rng.uniform(1 - amount, 1 + amount) + pixels.mean()
-    gray = pixels @ np.float32([0.299, 0.587, 0.114])
-    pixels = gray[..., None] + (pixels - gray[..., None]) * rng.uniform(1 - amount, 1 + amount)
-    return np.clip(pixels, 0, 255).astype(np.uint8)
-
-
-def down_up(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Downscale by 0.4-0.9 and back: the softness of low-resolution sources."""
-    size = image.shape[0]
-    small = max(8, int(size * rng.uniform(0.4, 0.9)))
-    return cv2.resize(cv2.resize(image, (small, small), interpolation=cv2.INTER_AREA), (size, size),
-                      interpolation=cv2.INTER_LINEAR)
-
-
-def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
-    """Re-encode as JPEG at ``quality`` (in BGR, so chroma subsampling hits the right channels)."""
-    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError(f"JPEG encoding failed at quality {quality}")
-    return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-
-
-# ----------------------------------------------------------------------------------------------------
 # Data: cached crops of every root, and batches balanced over (root, class) groups.
-
-
-class TrainSet(Dataset):
-    """Crops of several cached splits; sample ``k`` of epoch ``e`` is augmented with the RNG seeded
-    (seed, e, k), so a run is reproducible whatever the number of workers, and across --resume."""
-
-    def __init__(self, splits: list[CachedSplit], seed: int, augment: bool, strength: float = 1.0) -> None:
-        self.splits, self.seed, self.augment, self.strength, self.epoch = splits, seed, augment, strength, 0
-        self.items = [(s, i) for s, split in enumerate(splits) for i in range(len(split.labels))]
-        # Group = (root, class): the unit the batch sampler balances.
-        self.groups = np.array([2 * s + int(splits[s].labels[i]) for s, i in self.items])
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, k: int) -> tuple[np.ndarray, int]:
-        s, i = self.items[k]
-        image = np.array(self.splits[s].images[i])  # a copy: the cache may be a read-only memory map
-        if self.augment:
-            image = augment(image, np.random.default_rng((self.seed, self.epoch, k)), self.strength)
-        return image, int(self.splits[s].labels[i])
-
-
-class BalancedBatchSampler(Sampler[list[int]]):
-    """Batches holding a fixed share of every group (equal shares unless ``shares`` (one per sorted group,
-    summing to 1) says otherwise; fractional places go to a random few, in proportion); each group is drawn
-    in reshuffled passes, so small groups repeat within an epoch and large ones are subsampled."""
-
-    def __init__(self, groups: np.ndarray, batch_size: int, n_batches: int, seed: int,
-                 shares: np.ndarray | None = None) -> None:
-        self.members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
-        self.batch_size, self.n_batches, self.seed, self.epoch = batch_size, n_batches, seed, 0
-        self.quota = batch_size * (np.full(len(self.members), 1 / len(self.members)) if shares is None else shares)
-
-    def __len__(self) -> int:
-        return self.n_batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        rng = np.random.default_rng((self.seed, self.epoch, 1))
-        streams = [_reshuffled(m, rng) for m in self.members]
-        base = np.floor(self.quota + 1e-9).astype(int)
-        extra, fraction = self.batch_size - base.sum(), np.clip(self.quota - base, 0, None)
-        for _ in range(self.n_batches):
-            counts = base.copy()
-            if extra:
-                counts[rng.choice(len(streams), extra, replace=False, p=fraction / fraction.sum())] += 1
-            batch = [int(next(s)) for s, n in zip(streams, counts) for _ in range(n)]
-            yield [batch[i] for i in rng.permutation(len(batch))]
-
-
-def group_shares(train_set: "TrainSet", root_balance: float) -> np.ndarray:
-    """Each (root, class) group's share of a batch, in sorted group order: a root's share grows as (its
-    training images) ** ``root_balance``, and its classes split it equally."""
-    groups = np.unique(train_set.groups)
-    roots = groups // 2
-    sizes = np.array([len(train_set.splits[r].labels) for r in roots], dtype=np.float64)
-    per_root = sizes ** root_balance / np.bincount(roots)[roots]  # split among the root's classes
-    return per_root / per_root.sum()
-
-
-def _reshuffled(indices: np.ndarray, rng: np.random.Generator) -> Iterator[int]:
-    while True:
-        yield from rng.permutation(indices)
 
 
 def load_splits(cfg: Config, split: str, detector: Detector) -> list[CachedSplit]:
@@ -354,16 +228,6 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
             e.copy_(m)
 
 
-def bn_sample(train_set: "TrainSet", n: int, seed: int) -> np.ndarray:
-    """About ``n`` un-augmented training crops (N, S, S, 3) uint8, a seeded draw with an equal share of every
-    (root, class) group, the mix the training batches have."""
-    rng = np.random.default_rng((seed, 2))
-    groups = np.unique(train_set.groups)
-    share = max(1, n // len(groups))
-    picks = np.concatenate([rng.permutation(np.flatnonzero(train_set.groups == g))[:share] for g in groups])
-    return np.stack([train_set.splits[s].images[i] for s, i in (train_set.items[k] for k in np.sort(picks))])
-
-
 def recalibrate_bn(model: DeepfakeCNN, detector: Detector, images: np.ndarray, batch_size: int, n_frozen: int) -> None:
     """Re-estimate an averaged model's batch-norm statistics on ``images`` (uint8 crops), sparing the first
     ``n_frozen`` (pretrained, frozen) blocks. Averaging weights shrinks the activations while the averaged
@@ -434,22 +298,6 @@ def predict_logits(model: DeepfakeCNN, detector: Detector, images: np.ndarray, b
         with autocast(detector.device):
             out.append(model(detector.preprocess(list(images[i : i + batch_size]))).float().cpu().numpy())
     return np.concatenate(out).astype(np.float64)
-
-
-@dataclass
-class ValidSet:
-    """Every root's validation crops in one array, so only its last batch has an odd size (each new input
-    shape costs seconds of kernel set-up on CPU)."""
-
-    images: np.ndarray  # (N, S, S, 3) uint8
-    labels: np.ndarray  # (N,)
-    root_ids: np.ndarray  # (N,) index into roots
-    roots: list[str]
-
-    @classmethod
-    def join(cls, splits: list[CachedSplit]) -> "ValidSet":
-        return cls(np.concatenate([s.images for s in splits]), np.concatenate([s.labels for s in splits]),
-                   np.concatenate([np.full(len(s.labels), r) for r, s in enumerate(splits)]), [str(s.root) for s in splits])
 
 
 def epoch_metrics(labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:

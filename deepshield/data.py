@@ -1,5 +1,6 @@
-"""Datasets on disk for ``train.py`` and ``evaluate.py``: listing a labelled split, balanced subsets, and a
-cache of decoded face crops so training decodes and detects each image only once.
+"""Datasets on disk for ``train.py`` and ``evaluate.py``: listing a labelled split, balanced subsets, a cache of
+decoded face crops so training decodes and detects each image only once, and the training set and batch sampler
+over several roots.
 
 Layout ("140k Real and Fake Faces"): ``ROOT/{train,valid,test}/{real,fake}/*``; label 0 = real, 1 = fake.
 """
@@ -10,14 +11,16 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from . import __version__
+from .augment import augment
 from .detector import Detector, resize_crop
 from .media import load_image
 
@@ -182,3 +185,100 @@ def _cache_key(paths: list[Path], detector: Detector, face_crop: bool) -> str:
         "face_detector": [detector.faces.source, detector.faces.max_side, detector.faces.min_face_frac],
     }
     return hashlib.sha1(json.dumps(recipe).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training and validation sets over several roots, and batches with a set share of each (root, class) group.
+
+
+class TrainSet(Dataset):
+    """Crops of several cached splits; sample ``k`` of epoch ``e`` is augmented with the RNG seeded
+    (seed, e, k), so a run is reproducible whatever the number of workers, and across --resume."""
+
+    def __init__(self, splits: list[CachedSplit], seed: int, augment: bool, strength: float = 1.0) -> None:
+        self.splits, self.seed, self.augment, self.strength, self.epoch = splits, seed, augment, strength, 0
+        self.items = [(s, i) for s, split in enumerate(splits) for i in range(len(split.labels))]
+        # Group = (root, class): the unit the batch sampler balances.
+        self.groups = np.array([2 * s + int(splits[s].labels[i]) for s, i in self.items])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, k: int) -> tuple[np.ndarray, int]:
+        s, i = self.items[k]
+        image = np.array(self.splits[s].images[i])  # a copy: the cache may be a read-only memory map
+        if self.augment:
+            image = augment(image, np.random.default_rng((self.seed, self.epoch, k)), self.strength)
+        return image, int(self.splits[s].labels[i])
+
+
+class BalancedBatchSampler(Sampler[list[int]]):
+    """Batches holding a fixed share of every group (equal shares unless ``shares`` (one per sorted group,
+    summing to 1) says otherwise; fractional places go to a random few, in proportion); each group is drawn
+    in reshuffled passes, so small groups repeat within an epoch and large ones are subsampled."""
+
+    def __init__(self, groups: np.ndarray, batch_size: int, n_batches: int, seed: int,
+                 shares: np.ndarray | None = None) -> None:
+        self.members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+        self.batch_size, self.n_batches, self.seed, self.epoch = batch_size, n_batches, seed, 0
+        self.quota = batch_size * (np.full(len(self.members), 1 / len(self.members)) if shares is None else shares)
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng((self.seed, self.epoch, 1))
+        streams = [_reshuffled(m, rng) for m in self.members]
+        base = np.floor(self.quota + 1e-9).astype(int)
+        extra, fraction = self.batch_size - base.sum(), np.clip(self.quota - base, 0, None)
+        equal = np.allclose(self.quota, self.quota[0])
+        for _ in range(self.n_batches):
+            counts = base.copy()
+            # Equal shares keep the draw this sampler has always made, so earlier runs stay reproducible.
+            if equal:
+                counts[rng.permutation(len(streams))[:extra]] += 1
+            elif extra:
+                counts[rng.choice(len(streams), extra, replace=False, p=fraction / fraction.sum())] += 1
+            batch = [int(next(s)) for s, n in zip(streams, counts) for _ in range(n)]
+            yield [batch[i] for i in rng.permutation(len(batch))]
+
+
+def group_shares(train_set: "TrainSet", root_balance: float) -> np.ndarray:
+    """Each (root, class) group's share of a batch, in sorted group order: a root's share grows as (its
+    training images) ** ``root_balance``, and its classes split it equally."""
+    groups = np.unique(train_set.groups)
+    roots = groups // 2
+    sizes = np.array([len(train_set.splits[r].labels) for r in roots], dtype=np.float64)
+    per_root = sizes ** root_balance / np.bincount(roots)[roots]  # split among the root's classes
+    return per_root / per_root.sum()
+
+
+def _reshuffled(indices: np.ndarray, rng: np.random.Generator) -> Iterator[int]:
+    while True:
+        yield from rng.permutation(indices)
+
+
+def bn_sample(train_set: "TrainSet", n: int, seed: int) -> np.ndarray:
+    """About ``n`` un-augmented training crops (N, S, S, 3) uint8, a seeded draw with an equal share of every
+    (root, class) group (the mix of the training batches with equal root shares)."""
+    rng = np.random.default_rng((seed, 2))
+    groups = np.unique(train_set.groups)
+    share = max(1, n // len(groups))
+    picks = np.concatenate([rng.permutation(np.flatnonzero(train_set.groups == g))[:share] for g in groups])
+    return np.stack([train_set.splits[s].images[i] for s, i in (train_set.items[k] for k in np.sort(picks))])
+
+
+@dataclass
+class ValidSet:
+    """Every root's validation crops in one array, so only its last batch has an odd size (each new input
+    shape costs seconds of kernel set-up on CPU)."""
+
+    images: np.ndarray  # (N, S, S, 3) uint8
+    labels: np.ndarray  # (N,)
+    root_ids: np.ndarray  # (N,) index into roots
+    roots: list[str]
+
+    @classmethod
+    def join(cls, splits: list[CachedSplit]) -> "ValidSet":
+        return cls(np.concatenate([s.images for s in splits]), np.concatenate([s.labels for s in splits]),
+                   np.concatenate([np.full(len(s.labels), r) for r, s in enumerate(splits)]), [str(s.root) for s in splits])

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 DEFAULT_MAX_PIXELS = 50_000_000
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights of R, G, B in grayscale
 EXIT_BAD_INPUT = 2  # what every command-line tool returns for a bad input
 _EXIF_ORIENTATION = 0x0112
 ImageInput = Union[np.ndarray, str, os.PathLike, bytes, Image.Image]

@@ -18,6 +18,8 @@ from torch import Tensor, nn
 from torchvision.models.efficientnet import EfficientNet, MBConvConfig
 from torchvision.ops import Conv2dNormActivation, StochasticDepth
 
+from .media import LUMA
+
 # EfficientNet-B0's stages, shared by Lite0: (expand_ratio, kernel, stride, in_channels, out_channels, num_layers).
 _B0_STAGES = (
     (1, 3, 1, 32, 16, 1),
@@ -162,7 +164,7 @@ class FrequencyBranch(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Args: x (B, 3, H, W) normalised crop. Returns: (B, out_dim)."""
-        gray = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+        gray = sum(w * x[:, c] for c, w in enumerate(LUMA))
         spectrum = torch.fft.fftshift(torch.fft.fft2(gray.float()), dim=(-2, -1))
         magnitude = torch.log1p(spectrum.abs()).unsqueeze(1).to(x.dtype)
         return self.proj(self.stem(magnitude).flatten(1))

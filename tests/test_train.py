@@ -1,5 +1,5 @@
-"""train.py and evaluate.py end to end on a tiny synthetic dataset, plus deepshield.data and the training
-script's pure pieces (schedule, sampler, augmentation). CPU only, no network."""
+"""train.py and evaluate.py end to end on a tiny synthetic dataset, plus deepshield.data (training set, sampler),
+deepshield.augment and the training script's pure pieces (schedule, frozen stages). CPU only, no network."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ import pytest
 import torch
 
 from deepshield import load_detector
-from deepshield.data import CachedSplit, balanced_subset, list_split, load_split, model_crop
+from deepshield.augment import augment, jpeg
+from deepshield.data import (BalancedBatchSampler, CachedSplit, TrainSet, balanced_subset, bn_sample, group_shares,
+                             list_split, load_split, model_crop)
 from deepshield.detector import Detector
 from deepshield.faces import FaceDetector
 from deepshield.model import DeepfakeCNN
@@ -304,9 +306,9 @@ def test_frozen_stages_follow_the_phase(train_module: ModuleType) -> None:
     assert all(p.requires_grad for p in model.features[-1].parameters()) and model.head.training
 
 
-def test_balanced_batches(train_module: ModuleType) -> None:
+def test_balanced_batches() -> None:
     groups = np.array([0] * 50 + [1] * 50 + [2] * 4 + [3] * 4)  # a big root and a small one
-    sampler = train_module.BalancedBatchSampler(groups, batch_size=8, n_batches=20, seed=0)
+    sampler = BalancedBatchSampler(groups, batch_size=8, n_batches=20, seed=0)
     batches = list(sampler)
     assert len(batches) == 20 and all(len(b) == 8 for b in batches)
     assert all(np.bincount(groups[b], minlength=4).tolist() == [2, 2, 2, 2] for b in batches)
@@ -314,12 +316,12 @@ def test_balanced_batches(train_module: ModuleType) -> None:
     assert list(sampler) != batches
 
 
-def test_augment_keeps_shape_and_is_seeded(train_module: ModuleType) -> None:
+def test_augment_keeps_shape_and_is_seeded() -> None:
     image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    first = train_module.augment(image, np.random.default_rng(5))
+    first = augment(image, np.random.default_rng(5))
     assert first.shape == image.shape and first.dtype == np.uint8 and first.flags.c_contiguous
-    assert np.array_equal(first, train_module.augment(image, np.random.default_rng(5)))
-    assert train_module.jpeg(image, 30).shape == image.shape
+    assert np.array_equal(first, augment(image, np.random.default_rng(5)))
+    assert jpeg(image, 30).shape == image.shape
 
 
 @pytest.mark.parametrize("n_frozen", [0, 2])
@@ -340,11 +342,11 @@ def test_recalibrate_bn_measures_the_data_and_spares_frozen_stages(train_module:
         torch.testing.assert_close(model.features[0][1].running_mean, stem.mean((0, 2, 3)), atol=1e-5, rtol=1e-4)
 
 
-def test_bn_sample_takes_an_equal_share_of_each_root_and_class(train_module: ModuleType) -> None:
+def test_bn_sample_takes_an_equal_share_of_each_root_and_class() -> None:
     splits = [CachedSplit(Path(name), "train", [], labels, np.full((len(labels), 2, 2, 3), value, np.uint8))
               for name, labels, value in (("big", np.r_[np.zeros(90), np.ones(90)].astype(int), 1),
                                           ("small", np.r_[np.zeros(6), np.ones(6)].astype(int), 2))]
-    images = train_module.bn_sample(train_module.TrainSet(splits, seed=0, augment=False), 8, seed=0)
+    images = bn_sample(TrainSet(splits, seed=0, augment=False), 8, seed=0)
     assert images.shape == (8, 2, 2, 3) and int((images[:, 0, 0, 0] == 2).sum()) == 4  # half from the small root
 
 
@@ -364,17 +366,17 @@ def test_weights_metadata_survives_a_read(trained: tuple[Path, str]) -> None:
     assert meta.metrics["split"] == "valid" and meta.training_command.startswith("python ")
 
 
-def test_root_balance_sets_each_roots_share(train_module: ModuleType) -> None:
+def test_root_balance_sets_each_roots_share() -> None:
     labels = {"big": np.r_[np.zeros(800), np.ones(800)].astype(int), "small": np.r_[np.zeros(50), np.ones(50)].astype(int)}
     splits = [CachedSplit(Path(name), "train", [], y, np.zeros((len(y), 2, 2, 3), np.uint8)) for name, y in labels.items()]
-    train_set = train_module.TrainSet(splits, seed=0, augment=False)
-    assert np.allclose(train_module.group_shares(train_set, 0.0), 0.25)
-    shares = train_module.group_shares(train_set, 0.5)  # sqrt(1600) : sqrt(100) = 4 : 1
+    train_set = TrainSet(splits, seed=0, augment=False)
+    assert np.allclose(group_shares(train_set, 0.0), 0.25)
+    shares = group_shares(train_set, 0.5)  # sqrt(1600) : sqrt(100) = 4 : 1
     assert np.allclose(shares, [0.4, 0.4, 0.1, 0.1])
-    batches = list(train_module.BalancedBatchSampler(train_set.groups, 30, 200, seed=0, shares=shares))
+    batches = list(BalancedBatchSampler(train_set.groups, 30, 200, seed=0, shares=shares))
     counts = np.array([np.bincount(train_set.groups[b], minlength=4) for b in batches])
     assert (counts.sum(1) == 30).all() and (counts[:, :2] >= 12).all() and (counts[:, 2:] >= 3).all()
     assert np.allclose(counts.mean(0), [12, 12, 3, 3], atol=0.01)  # 30 x shares: whole numbers, no rounding
-    odd = list(train_module.BalancedBatchSampler(train_set.groups, 32, 400, seed=0, shares=shares))
+    odd = list(BalancedBatchSampler(train_set.groups, 32, 400, seed=0, shares=shares))
     mean = np.array([np.bincount(train_set.groups[b], minlength=4) for b in odd]).mean(0)
     assert np.allclose(mean, [12.8, 12.8, 3.2, 3.2], atol=0.1)  # the two spare places go by the fractions
