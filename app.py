@@ -1,7 +1,7 @@
 """DeepShield web app and API, fully offline: ``python app.py`` -> http://localhost:7860.
 
 One server: the Gradio UI (Image / Video / Webcam tabs, whose events are also named ``gradio_client``
-endpoints) mounted on a FastAPI app that adds plain REST (``/health``, ``/predict/image``,
+endpoints) mounted on a FastAPI app that adds plain REST (``deepshield/server.py``: ``/health``, ``/predict/image``,
 ``/predict/video``), a WebSocket (``/ws/webcam``) and OpenAPI docs (``/docs``).
 """
 
@@ -23,16 +23,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 
 import gradio as gr
 import numpy as np
-from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket, WebSocketDisconnect
-from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from matplotlib.figure import Figure  # not pyplot: its global state is not thread-safe, and events run in threads
 
 from deepshield import __version__, load_detector
 from deepshield.detector import Detector, ImageResult, shown_label
 from deepshield.media import load_image
-from deepshield.draw import annotate, draw_faces
+from deepshield.draw import FAKE_HEX, REAL_HEX, UNSURE_HEX, annotate, draw_faces
+from deepshield.server import Limits, add_api_routes
 from deepshield.video import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES, check_n_frames
 
 
@@ -44,28 +42,9 @@ VIDEO_TYPES = [".mp4", ".avi", ".mov", ".webm"]
 WEAK_AUC = 0.90
 # How the sidebar names a model's starting point (ModelMeta.init).
 INITS = {"imagenet": "ImageNet weights", "scratch": "scratch (random init)"}
-REAL_COLOUR, FAKE_COLOUR, UNSURE_COLOUR = "#1a7f37", "#cf222e", "#9a6700"
 # System fonts only: the default theme would fetch Google Fonts, and nothing may leave the machine.
 THEME = gr.themes.Default(font=["system-ui", "Segoe UI", "Helvetica", "Arial", "sans-serif"],
                           font_mono=["ui-monospace", "Menlo", "Consolas", "monospace"])
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Request limits; each has an environment override."""
-
-    max_image_bytes: int = int(float(os.environ.get("DEEPSHIELD_MAX_IMAGE_MB", 20)) * 2**20)
-    max_video_bytes: int = int(float(os.environ.get("DEEPSHIELD_MAX_VIDEO_MB", 200)) * 2**20)
-    concurrency: int = int(os.environ.get("DEEPSHIELD_CONCURRENCY", 2))  # model calls at once, protects memory
-    webcam_every: int = int(os.environ.get("DEEPSHIELD_WEBCAM_EVERY", 3))  # webcam: infer on every Nth frame
-
-
-class BadInput(Exception):
-    """A request the server refuses, with the HTTP status to answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 # --- presentation ---------------------------------------------------------------------------------
@@ -74,7 +53,7 @@ class BadInput(Exception):
 def verdict_card(data: dict[str, Any], subject: str) -> str:
     """The Real / Fake / Uncertain card as HTML."""
     label = shown_label(data["label"], data["uncertain"])
-    colour = {"Real": REAL_COLOUR, "Fake": FAKE_COLOUR}.get(label, UNSURE_COLOUR)
+    colour = {"Real": REAL_HEX, "Fake": FAKE_HEX}.get(label, UNSURE_HEX)
     note = "" if data.get("face_found", True) else "<div>No face found: the whole input was classified.</div>"
     return (
         f'<div class="verdict" style="border-left:8px solid {colour};padding:8px 16px">'
@@ -87,7 +66,7 @@ def verdict_card(data: dict[str, Any], subject: str) -> str:
 def donut(prob_real: float) -> Figure:
     figure = Figure(figsize=(3.2, 3.2))
     axes = figure.subplots()
-    axes.pie([prob_real, 1 - prob_real], colors=[REAL_COLOUR, FAKE_COLOUR], startangle=90, counterclock=False,
+    axes.pie([prob_real, 1 - prob_real], colors=[REAL_HEX, FAKE_HEX], startangle=90, counterclock=False,
              wedgeprops={"width": 0.35}, labels=[f"Real {prob_real:.0%}", f"Fake {1 - prob_real:.0%}"])
     axes.set_aspect("equal")
     figure.tight_layout()
@@ -99,7 +78,7 @@ def timeline(frames: list[dict[str, Any]], threshold: float) -> Figure:
     axes = figure.subplots()
     scored = [f for f in frames if f["prob_real"] is not None]
     xs = [f["time_s"] if f["time_s"] is not None else f["index"] for f in scored]
-    axes.plot(xs, [f["prob_real"] for f in scored], "o-", color=REAL_COLOUR)
+    axes.plot(xs, [f["prob_real"] for f in scored], "o-", color=REAL_HEX)
     axes.axhline(1 - threshold, color="grey", linestyle="--", label=f"threshold (P(Real) = {1 - threshold:.2f})")
     axes.set(ylim=(0, 1), ylabel="P(Real)", xlabel="time (s)" if frames and frames[0]["time_s"] is not None else "frame")
     axes.legend(loc="lower right")
@@ -388,92 +367,6 @@ def video_summary_markdown(data: dict[str, Any]) -> str:
         f"|---|---|---|---|---|---|\n| {data['frames_analysed']} | {data['frames_with_face']} | "
         f"{data['prob_real']:.3f} | {data['real_frames']} | {data['fake_frames']} | {data['majority_label'] or '-'} |"
     )
-
-
-# --- REST and WebSocket ----------------------------------------------------------------------------
-
-
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
-def add_api_routes(api: FastAPI, detector: Detector, limits: Limits, gate: threading.Semaphore) -> None:
-    """Plain HTTP and WebSocket endpoints beside the Gradio app, on the same server."""
-
-    @api.exception_handler(BadInput)
-    async def bad_input(_request: Request, exc: BadInput) -> JSONResponse:
-        return error(exc.status, str(exc))
-
-    @api.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors())
-        return error(422, f"invalid request: {problems}")
-
-    @api.get("/health")
-    def health() -> dict[str, Any]:
-        """Model loaded, weights file, face detector, device and version."""
-        return {"status": "ok", "model_loaded": True, "version": __version__, **detector.info()}
-
-    @api.post("/predict/image")
-    def predict_image(file: UploadFile = File(..., description="JPG, PNG, WebP, BMP or TIFF image")) -> dict[str, Any]:
-        """Classify the faces in one image."""
-        data = read_upload(file, limits.max_image_bytes, "image")
-        try:
-            with gate:
-                return detector.predict_image(data).to_dict()
-        except ValueError as err:
-            raise BadInput(400, f"{file.filename or 'image'}: {err}") from err
-
-    @api.post("/predict/video")
-    def predict_video(file: UploadFile = File(..., description="MP4, AVI, MOV or WebM video"),
-                      frames: int = Form(DEFAULT_FRAMES, description=f"frames to sample, {MIN_FRAMES}-{MAX_FRAMES}")) -> dict[str, Any]:
-        """Aggregate verdict and per-frame rows for one video."""
-        if not MIN_FRAMES <= frames <= MAX_FRAMES:
-            raise BadInput(422, f"frames must be {MIN_FRAMES}-{MAX_FRAMES}, got {frames}")
-        data = read_upload(file, limits.max_video_bytes, "video")
-        handle, path = tempfile.mkstemp(prefix="deepshield-upload-", suffix=Path(file.filename or "").suffix)
-        try:
-            with os.fdopen(handle, "wb") as out:
-                out.write(data)
-            with gate:
-                return detector.predict_video(path, frames).to_dict()
-        except ValueError as err:  # name the upload, not our temp file
-            raise BadInput(400, str(err).replace(path, file.filename or "video")) from err
-        finally:
-            os.unlink(path)  # uploads never outlive their request
-
-    @api.websocket("/ws/webcam")
-    async def webcam(socket: WebSocket) -> None:
-        """Send JPEG (or PNG) bytes per frame; receive one JSON prediction per frame."""
-        await socket.accept()
-        try:
-            while True:
-                message = await socket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                await socket.send_json(await run_in_threadpool(webcam_answer, message.get("bytes")))
-        except WebSocketDisconnect:
-            return
-
-    def webcam_answer(frame: bytes | None) -> dict[str, Any]:
-        if frame is None:
-            return {"error": "send each frame as a binary message of JPEG or PNG bytes"}
-        if len(frame) > limits.max_image_bytes:
-            return {"error": f"frame over the {limits.max_image_bytes / 2**20:.0f} MB limit"}
-        try:
-            with gate:
-                return detector.predict_image(frame).to_dict()
-        except ValueError as err:
-            return {"error": str(err)}
-
-
-def read_upload(file: UploadFile, limit: int, kind: str) -> bytes:
-    data = file.file.read(limit + 1)
-    if not data:
-        raise BadInput(400, f"{file.filename or kind}: empty file (0 bytes)")
-    if len(data) > limit:
-        raise BadInput(413, f"{file.filename or kind}: {kind} over the {limit / 2**20:.0f} MB upload limit")
-    return data
 
 
 def create_app(detector: Detector, limits: Limits = Limits()) -> FastAPI:

@@ -9,7 +9,16 @@ import numpy as np
 from .detector import ImageResult, shown_label
 from .gradcam import overlay
 
-REAL_RGB, FAKE_RGB, UNSURE_RGB = (26, 127, 55), (207, 34, 46), (191, 135, 0)
+# The one palette for Real / Fake / Uncertain: the app's card, donut and plots (hex) and every overlay (RGB).
+REAL_HEX, FAKE_HEX, UNSURE_HEX = "#1a7f37", "#cf222e", "#9a6700"
+
+
+def hex_rgb(colour: str) -> tuple[int, int, int]:
+    """``"#rrggbb"`` -> (r, g, b)."""
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
+
+
+REAL_RGB, FAKE_RGB, UNSURE_RGB = hex_rgb(REAL_HEX), hex_rgb(FAKE_HEX), hex_rgb(UNSURE_HEX)
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 

@@ -15,6 +15,7 @@ from gradio_client import Client, handle_file
 
 import app as deepshield_app
 from deepshield.detector import Detector, load_detector
+from deepshield.server import Limits
 
 from .conftest import EXAMPLE, make_tiny_weights, noise_image, write_video
 
@@ -90,7 +91,7 @@ def test_bad_upload_is_a_readable_error(client: Client, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def rest(app_detector: Detector) -> Iterator[TestClient]:
-    limits = deepshield_app.Limits(max_image_bytes=200_000, max_video_bytes=2_000_000)
+    limits = Limits(max_image_bytes=200_000, max_video_bytes=2_000_000)
     with TestClient(deepshield_app.create_app(app_detector, limits)) as http:
         yield http
 
