@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from deepshield.cli import add_detector_args
 from deepshield.data import CLASSES, VIDEO_EXTS, balanced_subset, list_labelled, list_split
 from deepshield.detector import Detector, load_detector
 from deepshield.media import load_image
@@ -33,7 +34,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", nargs="+", default=[], metavar="ROOT", help="roots laid out as ROOT/SPLIT/{real,fake}/*")
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"))
-    parser.add_argument("--weights", type=Path, metavar="FILE", help="a .safetensors file (default: as load_detector finds it)")
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="write every metric here")
     parser.add_argument("--predictions", type=Path, metavar="OUT.csv", help="write path,label,prob_fake,face_found rows")
     parser.add_argument("--plots", type=Path, metavar="DIR", help="write roc.png and reliability.png here")
@@ -42,8 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help=f"frames sampled per video (default {DEFAULT_FRAMES})")
     parser.add_argument("--limit", type=int, metavar="N", help="at most N images per class and root (seeded random subset)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size for --no-detect (default 32)")
-    parser.add_argument("--device", help="cpu, cuda, mps (default: $DEEPSHIELD_DEVICE or the best available)")
-    parser.add_argument("--face-model", type=Path, metavar="ONNX", help="YuNet face detector model (default: as load_detector)")
+    add_detector_args(parser, threshold=False)
     args = parser.parse_args(argv)
     if not args.data and not args.videos:
         parser.error("nothing to evaluate: give --data ROOT... and/or --videos DIR")

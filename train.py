@@ -22,7 +22,6 @@ import copy
 import csv
 import json
 import math
-import os
 import shlex
 import sys
 import time
@@ -36,6 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from deepshield.cli import usable_cores
 from deepshield.data import BalancedBatchSampler, CachedSplit, TrainSet, ValidSet, bn_sample, group_shares, load_split
 from deepshield.detector import Detector, resolve_device
 from deepshield.faces import FaceDetector, default_face_model
@@ -128,7 +128,7 @@ def resolve(cfg: Config) -> Config:
         cfg, init=init,
         img_size=cfg.img_size or ARCHS[cfg.arch].img_size,
         lr=cfg.lr or (1e-3 if init == "scratch" else 1e-4),
-        workers=cfg.workers if cfg.workers >= 0 else max(1, (os.cpu_count() or 2) // 2),
+        workers=cfg.workers if cfg.workers >= 0 else max(1, usable_cores() // 2),
     )
 
 

@@ -11,8 +11,9 @@ from typing import Any
 
 
 from .detector import Detector, ImageResult, VideoResult, load_detector, shown_label
-from .media import EXIT_BAD_INPUT, sniff_media, write_image
-from .video import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES
+from .cli import EXIT_BAD_INPUT, add_detector_args, check_threshold
+from .media import sniff_media, write_image
+from .video import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES, check_n_frames
 
 
 
@@ -24,10 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help=f"frames sampled per video, {MIN_FRAMES}-{MAX_FRAMES} (default {DEFAULT_FRAMES})")
     predict.add_argument("--gradcam", type=Path, metavar="OUT_DIR", help="write a Grad-CAM overlay PNG per input here")
     predict.add_argument("--json", action="store_true", help="print one JSON object per input")
-    predict.add_argument("--weights", type=Path, metavar="FILE", help="a .safetensors weights file")
-    predict.add_argument("--device", help="cpu, cuda, mps (default: $DEEPSHIELD_DEVICE or the best available)")
-    predict.add_argument("--face-model", type=Path, metavar="ONNX", help="YuNet face detector model (default: Haar cascade)")
-    predict.add_argument("--threshold", type=float, help="decision threshold on P(fake) (default: the weights')")
+    add_detector_args(predict)
     publish = commands.add_parser("publish", help="upload the weights as a Hub model repo (and the app as a Space)")
     publish.add_argument("--model", required=True, metavar="REPO_ID", help="model repo, e.g. you/deepshield-lite0")
     publish.add_argument("--space", metavar="SPACE_ID", help="also upload the app as this Gradio Space")
@@ -56,10 +54,9 @@ def summary_line(path: Path, result: ImageResult | VideoResult) -> str:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    if not MIN_FRAMES <= args.frames <= MAX_FRAMES:
-        print(f"deepshield: --frames must be {MIN_FRAMES}-{MAX_FRAMES}, got {args.frames}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     try:
+        check_n_frames(args.frames, "--frames")
+        check_threshold(args.threshold)
         detector = load_detector(args.weights, device=args.device, face_model=args.face_model)
     except (FileNotFoundError, ValueError) as err:
         print(f"deepshield: {err}", file=sys.stderr)

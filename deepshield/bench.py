@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 
+from .cli import add_detector_args
 from .detector import Detector, load_detector, resolve_device
 from .faces import FaceDetector, default_face_model
 from .gradcam import class_maps, grad_cam, overlay, paste_map
@@ -61,10 +62,10 @@ def frame_as_jpeg(video: Path, index: int = 100) -> bytes:
     return cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
 
 
-def make_detector(weights: Path | None, device: str | None) -> Detector:
+def make_detector(weights: Path | None, device: str | None, face_model: Path | None = None) -> Detector:
     """The shipped detector, or an untrained EfficientNet-Lite0 at 224 px when no weights exist (timing is the same)."""
     try:
-        return load_detector(weights, device=device)
+        return load_detector(weights, device=device, face_model=face_model)
     except FileNotFoundError as err:
         if weights is not None:
             raise
@@ -72,7 +73,8 @@ def make_detector(weights: Path | None, device: str | None) -> Detector:
     # An untrained network's activations shrink into denormal floats, which are very slow on CPU.
     torch.set_flush_denormal(True)
     model = DeepfakeCNN(DEFAULT_ARCH)
-    return Detector(model, ModelMeta(DEFAULT_ARCH, ARCHS[DEFAULT_ARCH].img_size), FaceDetector(default_face_model()), resolve_device(device))
+    faces = FaceDetector(face_model if face_model is not None else default_face_model())
+    return Detector(model, ModelMeta(DEFAULT_ARCH, ARCHS[DEFAULT_ARCH].img_size), faces, resolve_device(device))
 
 
 def bench_image(detector: Detector, data: bytes, repeats: int) -> None:
@@ -112,15 +114,14 @@ def bench_video(detector: Detector, video: Path, n_frames: int, repeats: int) ->
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m deepshield.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", type=Path)
-    parser.add_argument("--device")
+    add_detector_args(parser, threshold=False)
     parser.add_argument("--image", type=Path, help="image to time (default: frame 100 of the video)")
     parser.add_argument("--video", type=Path, help="video to time (default: first 1080p clip in ../shared)")
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--video-repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    detector = make_detector(args.weights, args.device)
+    detector = make_detector(args.weights, args.device, args.face_model)
     video = args.video or first_1080p_clip()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {detector.device}, arch {detector.meta.arch} @ {detector.meta.img_size} px")
     if args.image is None and video is None:

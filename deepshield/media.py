@@ -18,7 +18,6 @@ from PIL import Image, ImageOps
 
 DEFAULT_MAX_PIXELS = 50_000_000
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights of R, G, B in grayscale
-EXIT_BAD_INPUT = 2  # what every command-line tool returns for a bad input
 _EXIF_ORIENTATION = 0x0112
 ImageInput = Union[np.ndarray, str, os.PathLike, bytes, Image.Image]
 # What Pillow raises on corrupt or truncated data, depending on the format and where the damage is.

@@ -37,7 +37,8 @@ from tqdm import tqdm
 from .data import CLASSES, SPLITS, VIDEO_EXTS
 from .detector import resize_crop
 from .faces import DEFAULT_CROP, FaceDetector, crop_face, default_face_model
-from .media import EXIT_BAD_INPUT, atomic_path, write_image
+from .cli import EXIT_BAD_INPUT, FACE_MODEL_HELP, usable_cores
+from .media import atomic_path, write_image
 from .video import probe_video, read_frames, sample_indices
 
 EXIT_INTERRUPTED = 130
@@ -380,11 +381,6 @@ def print_split_summary(counts: Counter) -> None:
 # Command line.
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (fewer than ``os.cpu_count()`` under taskset or a container's cpuset)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m deepshield.prepare", description="Face-crop datasets from labelled videos.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -394,9 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     frames.add_argument("--frames", type=int, default=30, help="evenly spaced frames per video (default 30)")
     frames.add_argument("--size", type=int, default=224, help="side of the saved crops in pixels (default 224)")
     frames.add_argument("--workers", type=int, default=usable_cores(), help=f"processes (default {usable_cores()}: one per usable core)")
-    frames.add_argument("--face-model", type=Path, metavar="ONNX",
-                        help="YuNet face detector model (default, as at inference: $DEEPSHIELD_FACE_MODEL, "
-                             "weights/face_detection_yunet.onnx, else the Haar cascade)")
+    frames.add_argument("--face-model", type=Path, metavar="ONNX", help=FACE_MODEL_HELP + ", as at inference")
     split = commands.add_parser("split", help="split OUT's crops 70/15/15 by source video")
     split.add_argument("out", type=Path, metavar="OUT", help="the --out of `frames`")
     split.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")

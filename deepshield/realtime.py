@@ -33,7 +33,7 @@ import torch
 
 from .detector import Detector, ImageResult, load_detector
 from .draw import annotate, label_colour
-from .media import EXIT_BAD_INPUT
+from .cli import EXIT_BAD_INPUT, add_detector_args, check_threshold, usable_cores
 from .video import probe_video
 
 WINDOW = "DeepShield (Q quits)"
@@ -343,8 +343,7 @@ def default_threads() -> int:
     """Model threads: all usable cores but one, which is left to decoding, drawing and encoding. On a
     shared 2-core machine, 2 torch threads made a B0 forward pass ~31 ms at the median but 680+ ms at
     p90 (the threads wait on each other when the other core is busy); 1 thread kept it at 31-35 ms."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
-    return max(1, usable - 1)
+    return max(1, usable_cores() - 1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -359,11 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, metavar="OUT.jsonl", help="write one JSON line per analysed frame")
     parser.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     parser.add_argument("--threads", type=int, default=default_threads(), help=f"model threads (default {default_threads()}: all cores but one)")
-    parser.add_argument("--weights", type=Path, metavar="FILE", help="a .safetensors weights file")
-    parser.add_argument("--device", help="cpu, cuda, mps (default: $DEEPSHIELD_DEVICE or the best available)")
-    parser.add_argument("--face-model", type=Path, metavar="ONNX",
-                        help="YuNet face detector model (default: $DEEPSHIELD_FACE_MODEL, weights/face_detection_yunet.onnx, else Haar)")
-    parser.add_argument("--threshold", type=float, help="decision threshold on P(fake) (default: the weights')")
+    add_detector_args(parser)
     return parser
 
 
@@ -372,8 +367,7 @@ def check_args(args: argparse.Namespace) -> bool:
     for flag, value in (("--every", args.every), ("--threads", args.threads), ("--max-frames", args.max_frames or 1)):
         if value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
-    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
-        raise ValueError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    check_threshold(args.threshold)
     show = not args.no_display and display_available()
     if not show and args.output is None:
         reason = "--no-display" if args.no_display else "no display available ($DISPLAY and $WAYLAND_DISPLAY are unset)"

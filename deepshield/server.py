@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 
 from . import __version__
 from .detector import Detector
-from .video import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES
+from .video import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES, check_n_frames
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,10 @@ def add_api_routes(api: FastAPI, detector: Detector, limits: Limits, gate: threa
     def predict_video(file: UploadFile = File(..., description="MP4, AVI, MOV or WebM video"),
                       frames: int = Form(DEFAULT_FRAMES, description=f"frames to sample, {MIN_FRAMES}-{MAX_FRAMES}")) -> dict[str, Any]:
         """Aggregate verdict and per-frame rows for one video."""
-        if not MIN_FRAMES <= frames <= MAX_FRAMES:
-            raise BadInput(422, f"frames must be {MIN_FRAMES}-{MAX_FRAMES}, got {frames}")
+        try:
+            check_n_frames(frames)
+        except ValueError as err:
+            raise BadInput(422, str(err)) from err
         data = read_upload(file, limits.max_video_bytes, "video")
         handle, path = tempfile.mkstemp(prefix="deepshield-upload-", suffix=Path(file.filename or "").suffix)
         try:

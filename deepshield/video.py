@@ -24,9 +24,10 @@ class VideoInfo:
     height: int
 
 
-def check_n_frames(n_frames: int) -> int:
+def check_n_frames(n_frames: int, name: str = "frames") -> int:
+    """The one check of a frame count (``name``: how the caller's user calls it). Raises: ValueError."""
     if not isinstance(n_frames, (int, np.integer)) or not MIN_FRAMES <= n_frames <= MAX_FRAMES:
-        raise ValueError(f"frames must be an integer from {MIN_FRAMES} to {MAX_FRAMES}, got {n_frames!r}")
+        raise ValueError(f"{name} must be an integer from {MIN_FRAMES} to {MAX_FRAMES}, got {n_frames!r}")
     return int(n_frames)
 
 

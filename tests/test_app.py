@@ -150,7 +150,7 @@ def test_rest_predict_video_and_upload_is_deleted(rest: TestClient, video: Path)
 
 
 @pytest.mark.parametrize(("frames", "payload", "status", "message"), [
-    ("64", None, 422, "frames must be 4-32"),
+    ("64", None, 422, "frames must be an integer from 4 to 32"),
     ("8", b"RIFF....AVI not really", 400, "not a decodable video"),
     ("8", b"", 400, "empty"),
 ])

@@ -45,4 +45,4 @@ def test_missing_weights_and_bad_frames_exit_2(tmp_path: Path, tiny_weights: Pat
     proc = _run("predict", "x.jpg", "--weights", str(tmp_path / "none.safetensors"))
     assert proc.returncode == 2 and "none.safetensors" in proc.stderr and "Traceback" not in proc.stderr
     proc = _run("predict", "x.mp4", "--frames", "64", "--weights", str(tiny_weights))
-    assert proc.returncode == 2 and "--frames must be 4-32" in proc.stderr
+    assert proc.returncode == 2 and "--frames must be an integer from 4 to 32, got 64" in proc.stderr
