@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from deepshield.calibration import Calibration
 from deepshield.cli import add_detector_args
 from deepshield.data import CLASSES, VIDEO_EXTS, balanced_subset, list_labelled, list_split
 from deepshield.detector import Detector, load_detector
 from deepshield.media import load_image
-from deepshield.metrics import calibration_bins, logit, roc_auc, roc_curve, sigmoid, summary, video_auc
+from deepshield.metrics import calibration_bins, roc_auc, roc_curve, summary, video_auc
 from deepshield.video import DEFAULT_FRAMES
 
 
@@ -58,10 +59,6 @@ class Scored:
     probs: np.ndarray  # (N,) calibrated P(fake), as the detector reports it
     face_found: np.ndarray | None  # (N,) bool; None with --no-detect
 
-    def uncalibrated(self, temperature: float) -> np.ndarray:
-        """P(fake) at temperature 1, recovered from the calibrated probabilities."""
-        return sigmoid(temperature * logit(self.probs))
-
 
 def score_root(detector: Detector, root: str, args: argparse.Namespace) -> Scored:
     """Predictions for ``root/args.split`` (limited to ``args.limit`` per class)."""
@@ -89,7 +86,8 @@ def merge(parts: list[Scored]) -> Scored:
 
 def metrics_of(scored: Scored, detector: Detector) -> dict[str, Any]:
     """Every metric of ``scored`` at the weights' threshold, with ECE/Brier before and after temperature."""
-    out = summary(scored.labels, scored.probs, detector.meta.threshold, scored.uncalibrated(detector.meta.temperature))
+    calibration = detector.calibration
+    out = summary(scored.labels, scored.probs, calibration.threshold, calibration.uncalibrated(scored.probs))
     if scored.face_found is not None:
         out["face_found_rate"] = float(scored.face_found.mean())
     return out
@@ -108,7 +106,7 @@ def evaluate_videos(detector: Detector, folder: Path, n_frames: int) -> dict[str
         frame_ids += [vid] * len(scored)
         frame_labels += [int(label)] * len(scored)
         frame_probs += scored
-    out: dict[str, Any] = {"videos": summary(labels, np.array([r["prob_fake"] for r in rows]), detector.meta.threshold),
+    out: dict[str, Any] = {"videos": summary(labels, np.array([r["prob_fake"] for r in rows]), detector.calibration.threshold),
                            "per_video": rows}
     if len(set(frame_labels)) == 2:
         out["frame_auc"] = roc_auc(np.array(frame_labels), np.array(frame_probs))
@@ -126,7 +124,7 @@ def write_predictions(scored: Scored, path: Path) -> None:
             writer.writerow([str(p), CLASSES[label], f"{prob:.6f}", face])
 
 
-def write_plots(per_root: dict[str, Scored], overall: Scored, temperature: float, folder: Path) -> None:
+def write_plots(per_root: dict[str, Scored], overall: Scored, calibration: Calibration, folder: Path) -> None:
     """roc.png (one curve per root and overall) and reliability.png (overall, before/after temperature)."""
     import matplotlib
 
@@ -146,7 +144,8 @@ def write_plots(per_root: dict[str, Scored], overall: Scored, temperature: float
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 5))
-    for name, probs in (("temperature 1", overall.uncalibrated(temperature)), (f"temperature {temperature:.2f}", overall.probs)):
+    for name, probs in (("temperature 1", calibration.uncalibrated(overall.probs)),
+                        (f"temperature {calibration.temperature:.2f}", overall.probs)):
         confidence, accuracy, counts = calibration_bins(overall.labels, probs)
         ax.plot(confidence[counts > 0], accuracy[counts > 0], marker="o", label=name)
     ax.plot([0.5, 1], [0.5, 1], "k:", lw=1)
@@ -182,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.predictions:
             write_predictions(overall, args.predictions)
         if args.plots:
-            write_plots(per_root, overall, detector.meta.temperature, args.plots)
+            write_plots(per_root, overall, detector.calibration, args.plots)
     if args.videos:
         report["videos"] = evaluate_videos(detector, args.videos, args.frames)
         print(f"videos: {json.dumps(report['videos']['videos'])}")

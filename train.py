@@ -40,7 +40,8 @@ from deepshield.data import BalancedBatchSampler, CachedSplit, TrainSet, ValidSe
 from deepshield.detector import Detector, resolve_device
 from deepshield.faces import FaceDetector, default_face_model
 from deepshield.media import atomic_path
-from deepshield.metrics import ece, fit_temperature, group_weights, nll, pick_threshold, roc_auc, sigmoid, summary
+from deepshield.calibration import Calibration
+from deepshield.metrics import ece, group_weights, nll, roc_auc, sigmoid, summary
 from deepshield.model import ARCHS, DEFAULT_ARCH, DeepfakeCNN, reestimate_batchnorm
 from deepshield.pretrained import imagenet_features
 from deepshield.weights import WEIGHTS_NAME, ModelMeta, load_weights, read_meta, save_weights
@@ -317,10 +318,9 @@ def validation_metrics(valid: ValidSet, logits: np.ndarray) -> dict[str, Any]:
     """Calibrate on the validation set (temperature by root-balanced NLL, then the threshold on calibrated P(fake))
     and measure it. Returns: a JSON-able dict with "temperature", "threshold" and the metrics."""
     labels = valid.labels
-    # Every root weighs the same in the fit, so the largest one does not set the temperature for all.
-    temperature = fit_temperature(labels, logits, weights=group_weights(valid.root_ids))
-    probs = sigmoid(logits / temperature)
-    threshold = pick_threshold(labels, probs)
+    calibration = Calibration.fit(labels, logits, groups=valid.root_ids)
+    temperature, threshold = calibration.temperature, calibration.threshold
+    probs = calibration.prob(logits)
     per_root = {}
     for r, root in enumerate(valid.roots):
         mine = valid.root_ids == r

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import torch
 
+from .calibration import DEFAULT_UNCERTAIN_BAND, Calibration, Verdict
 from .faces import CropSpec, Face, FaceDetector, crop_face, crop_window, default_face_model, keep_main_faces
 from .gradcam import class_maps, grad_cam, overlay, paste_map, target_layer
 from .media import DEFAULT_MAX_PIXELS, ImageInput, load_image
@@ -22,7 +23,6 @@ from .video import DEFAULT_FRAMES, aggregate, check_n_frames, probe_video, read_
 from .weights import ModelMeta, find_weights, load_weights
 
 DEVICE_ENV = "DEEPSHIELD_DEVICE"
-DEFAULT_UNCERTAIN_BAND = 0.1  # |P(fake) - threshold| below this is reported as uncertain
 
 
 def resize_crop(crop: np.ndarray, size: int) -> np.ndarray:
@@ -48,17 +48,6 @@ def resolve_device(requested: str | None = None) -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-@dataclass
-class Verdict:
-    """A calibrated decision: label at the threshold, P(real) + P(fake) = 1."""
-
-    label: str
-    confidence: float  # probability of the chosen label
-    prob_real: float
-    prob_fake: float
-    uncertain: bool
 
 
 @dataclass
@@ -137,6 +126,7 @@ class Detector:
         self.device = device
         self.weights_path = weights_path
         self.max_pixels = max_pixels
+        self.calibration = Calibration.from_meta(meta, uncertain_band)
         self.uncertain_band = uncertain_band
         self.crop = CropSpec(meta.crop_scale)
         self.cam_layer = target_layer(self.model, cam_stage)
@@ -172,29 +162,16 @@ class Detector:
         return (batch - self._mean) / self._std
 
     def probabilities(self, logits: torch.Tensor) -> np.ndarray:
-        """Temperature-calibrated P(fake) per logit (float64, so logits stay recoverable from them)."""
-        return torch.sigmoid(logits.double() / self.meta.temperature).cpu().numpy()
+        """Temperature-calibrated P(fake) per logit (float64)."""
+        return self.calibration.prob(logits.double().cpu().numpy())
 
     def threshold(self, threshold: float | None = None) -> float:
         """``threshold`` checked (strictly between 0 and 1), or the weights' own when None."""
-        if threshold is None:
-            return self.meta.threshold
-        if not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must be a number strictly between 0 and 1, got {threshold!r}")
-        return float(threshold)
+        return self.calibration.check_threshold(threshold)
 
     def verdict(self, prob_fake: float, threshold: float | None = None) -> Verdict:
         """Label at ``threshold`` (default: the weights'), flagged uncertain inside the band around it."""
-        threshold = self.threshold(threshold)
-        fake = prob_fake >= threshold
-        real_label, fake_label = self.meta.labels
-        return Verdict(
-            label=fake_label if fake else real_label,
-            confidence=float(prob_fake if fake else 1.0 - prob_fake),
-            prob_real=float(1.0 - prob_fake),
-            prob_fake=float(prob_fake),
-            uncertain=bool(abs(prob_fake - threshold) < self.uncertain_band),
-        )
+        return self.calibration.verdict(prob_fake, threshold)
 
     def face_crops(self, image: np.ndarray, main_only: bool = False,
                    faces: list[Face] | None = None) -> tuple[list[Face], list[np.ndarray], list[Window]]:
@@ -309,7 +286,7 @@ class Detector:
     def _video_result(self, frames: list[FrameResult], info: Any, threshold: float | None) -> VideoResult:
         threshold = self.threshold(threshold)
         score = aggregate([f.prob_fake for f in frames], threshold)
-        real_label, fake_label = self.meta.labels
+        real_label, fake_label = self.calibration.labels
         verdict = self.verdict(score.prob_fake, threshold)
         if not score.face_found:  # nothing was judged: no label, not a coin-flip "Fake"
             verdict = Verdict(NO_FACE, 0.0, 0.5, 0.5, uncertain=True)

@@ -128,16 +128,3 @@ def test_group_weights_give_each_group_the_same_total() -> None:
     weights = M.group_weights(np.array([0] * 9 + [1] * 3))
     assert weights.sum() == pytest.approx(12) and weights[:9].sum() == pytest.approx(weights[9:].sum())
 
-
-def test_balanced_temperature_is_not_set_by_the_big_root_alone() -> None:
-    """A big root whose logits are 4x too confident and a small one that is calibrated: unweighted, the fit
-    follows the big root (T near 4); root-balanced, it lands between the two."""
-    rng = np.random.default_rng(0)
-    true_logits = rng.normal(0.0, 2.0, 3000)
-    labels = (rng.random(3000) < M.sigmoid(true_logits)).astype(int)
-    logits = np.where(np.arange(3000) < 2700, 4 * true_logits, true_logits)
-    roots = (np.arange(3000) >= 2700).astype(int)
-    plain = M.fit_temperature(labels, logits)
-    balanced = M.fit_temperature(labels, logits, weights=M.group_weights(roots))
-    assert plain > 3.0 and 1.2 < balanced < plain - 0.5
-    assert M.nll(labels, logits, balanced, M.group_weights(roots)) < M.nll(labels, logits, plain, M.group_weights(roots))
