@@ -25,6 +25,7 @@ import math
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -345,15 +346,17 @@ def root_init(init: str) -> str:
     return read_meta(init).init if init.endswith(".safetensors") else init
 
 
-def save_best(model: DeepfakeCNN, cfg: Config, val: dict[str, Any], epoch: int, training_data: str, command: str) -> Path:
-    """Write the weights with their calibration, provenance and validation metrics."""
+def save_best(model: DeepfakeCNN, cfg: Config, val: dict[str, Any], epoch: int, training_data: str,
+              command: str) -> dict[str, Any]:
+    """Write the weights with their calibration, provenance and validation metrics. Returns: ``val``."""
     meta = ModelMeta(
         arch=cfg.arch, img_size=cfg.img_size, use_fft=cfg.use_fft, init=root_init(cfg.init),
         threshold=val["threshold"], temperature=val["temperature"], trained=True,
         training_data=training_data, training_command=command,
         metrics={"epoch": epoch, "split": "valid", **{k: v for k, v in val.items() if k not in ("temperature", "threshold")}},
     )
-    return save_weights(model, meta, cfg.out)
+    save_weights(model, meta, cfg.out)
+    return val
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -427,6 +430,20 @@ def write_curves(history: list[dict[str, Any]], cfg: Config) -> None:
 # ----------------------------------------------------------------------------------------------------
 
 
+def record_epoch(row: dict[str, Any], progress: Progress, save: Callable[[], dict[str, Any]], cfg: Config) -> None:
+    """Print and keep the epoch's row; when validation AUC improved, ``save`` the weights (it returns the
+    validation metrics, with the fitted calibration)."""
+    print(epoch_line(row, cfg.epochs), flush=True)
+    progress.history.append(row)
+    progress.epoch = row["epoch"]
+    if row["val_auc"] <= progress.best_auc:
+        progress.bad_epochs += 1
+        return
+    progress.best_auc, progress.best_epoch, progress.bad_epochs = row["val_auc"], row["epoch"], 0
+    val = save()
+    print(f"  saved {cfg.out} (best val_auc; temperature={val['temperature']:.3f} threshold={val['threshold']:.3f})")
+
+
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
     torch.manual_seed(cfg.seed)
@@ -474,16 +491,8 @@ def main(argv: list[str] | None = None) -> None:
         logits = predict_logits(evaluated, detector, valid.images, cfg.batch_size)
         row = {"epoch": epoch, "phase": phase, "lr": lr_at(progress.step - 1, cfg, n_batches),
                "train_loss": train_loss, **epoch_metrics(valid.labels, logits), "img_s": img_s}
-        print(epoch_line(row, cfg.epochs), flush=True)
-        progress.history.append(row)
-        progress.epoch = epoch
-        if row["val_auc"] > progress.best_auc:
-            progress.best_auc, progress.best_epoch, progress.bad_epochs = row["val_auc"], epoch, 0
-            val = validation_metrics(valid, logits)
-            save_best(evaluated, cfg, val, epoch, training_data, command_line(argv))
-            print(f"  saved {cfg.out} (best val_auc; temperature={val['temperature']:.3f} threshold={val['threshold']:.3f})")
-        else:
-            progress.bad_epochs += 1
+        record_epoch(row, progress, lambda: save_best(evaluated, cfg, validation_metrics(valid, logits), epoch,
+                                                      training_data, command_line(argv)), cfg)
         save_state(state_path, model, optimizer, scaler, ema, cfg, progress)
         write_curves(progress.history, cfg)
     print(f"best val_auc={progress.best_auc:.4f} at epoch {progress.best_epoch}; weights: {cfg.out}")

@@ -90,6 +90,13 @@ def add_api_routes(api: FastAPI, detector: Detector, limits: Limits, gate: threa
         finally:
             os.unlink(path)  # uploads never outlive their request
 
+    add_webcam_route(api, detector, limits, gate)
+
+
+def add_webcam_route(api: FastAPI, detector: Detector, limits: Limits, gate: threading.Semaphore) -> None:
+    """``WS /ws/webcam``: one JSON prediction per binary frame; a bad frame gets ``{"error": ...}`` and the
+    connection stays open."""
+
     @api.websocket("/ws/webcam")
     async def webcam(socket: WebSocket) -> None:
         """Send JPEG (or PNG) bytes per frame; receive one JSON prediction per frame."""
