@@ -165,7 +165,7 @@ def load_splits(cfg: Config, split: str, detector: Detector) -> list[CachedSplit
     """Each root's cached crops for ``split`` (the balanced subset when a max per class is set)."""
     limit = cfg.max_per_class if split == "train" else cfg.val_max_per_class
     return [
-        load_split(root, split, detector, limit or None, cfg.seed, cfg.face_crop, cfg.cache_dir or None, cfg.workers)
+        load_split(root, split, detector.recipe, limit or None, cfg.seed, cfg.face_crop, cfg.cache_dir or None, cfg.workers)
         for root in cfg.data
     ]
 

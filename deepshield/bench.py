@@ -81,7 +81,7 @@ def bench_image(detector: Detector, data: bytes, repeats: int) -> None:
     rgb = load_image(data)
     faces = detector.faces.detect(rgb)
     print(f"image {rgb.shape[1]}x{rgb.shape[0]}, {len(faces)} face(s) found by {detector.faces.name}")
-    _, crops, windows = detector.face_crops(rgb, faces=faces[:1])
+    _, crops, windows = detector.recipe.crops(rgb, faces=faces[:1])
     batch = detector.preprocess(crops)
 
     def forward() -> None:
@@ -95,7 +95,7 @@ def bench_image(detector: Detector, data: bytes, repeats: int) -> None:
 
     report("decode", timings(lambda: load_image(data), repeats))
     report(f"face detection ({detector.faces.name})", timings(lambda: detector.faces.detect(rgb), repeats))
-    report("preprocess (crop+tensor)", timings(lambda: detector.preprocess(detector.face_crops(rgb, faces=faces[:1])[1]), repeats))
+    report("preprocess (crop+tensor)", timings(lambda: detector.preprocess(detector.recipe.crops(rgb, faces=faces[:1])[1]), repeats))
     report("forward", timings(forward, repeats))
     report("grad-cam (fwd+bwd+overlay)", timings(cam, repeats))
     report("end to end", timings(lambda: detector.predict_image(data), repeats))

@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from . import __version__
 from .augment import augment
-from .detector import Detector, resize_crop
-from .media import load_image
+from .crops import CropRecipe
+from .media import DEFAULT_MAX_PIXELS, load_image
 
 CLASSES = ("real", "fake")  # folder names, in label order (ModelMeta.labels is ("Real", "Fake"))
 SPLITS = ("train", "valid", "test")
@@ -87,13 +87,10 @@ def balanced_subset(paths: list[Path], labels: np.ndarray, max_per_class: int | 
     return [paths[i] for i in keep], labels[keep]
 
 
-def model_crop(path: Path, detector: Detector, face_crop: bool = True) -> np.ndarray:
-    """The model's input crop of one image file, as ``Detector.predict_image`` would make it: the largest
-    face's crop, or the whole image when no face is found (or ``face_crop`` is off), resized to the
-    model's input size. Returns: RGB uint8 (S, S, 3)."""
-    image = load_image(path, detector.max_pixels)
-    crop = detector.face_crops(image)[1][0] if face_crop else image
-    return resize_crop(crop, detector.meta.img_size)
+def model_crop(path: Path, recipe: CropRecipe, face_crop: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The model's input crop of one image file, as ``Detector.predict_image`` would make it
+    (``CropRecipe.main_crop``). Returns: RGB uint8 (S, S, 3)."""
+    return recipe.main_crop(load_image(path, max_pixels), face_crop)
 
 
 @dataclass
@@ -107,23 +104,23 @@ class CachedSplit:
     images: np.ndarray  # (N, S, S, 3) uint8 RGB, possibly memory-mapped
 
 
-def load_split(root: str | os.PathLike, split: str, detector: Detector, max_per_class: int | None = None,
+def load_split(root: str | os.PathLike, split: str, recipe: CropRecipe, max_per_class: int | None = None,
                seed: int = 0, face_crop: bool = True, cache_dir: str | os.PathLike | None = None,
                workers: int = 0) -> CachedSplit:
     """List ``root/split``, take a balanced subset, and return its model crops, memory-mapped from the
     cache file, which is built on first use (one decode and face detection per image).
 
     Args:
-        detector: gives the face detector, crop geometry and input size the crops must match.
+        recipe: the face detector, crop geometry and input size the crops must match (``Detector.recipe``).
         face_crop: False keeps whole images (for roots that are already tight face crops).
         cache_dir: default ``default_cache_dir()``.
         workers: processes that decode and detect while building the cache (0: this one). Linux only: the
             workers are forked, since the face detector cannot be pickled for a spawned process.
     """
     paths, labels = balanced_subset(*list_split(root, split), max_per_class, seed)
-    cache_file = Path(cache_dir or default_cache_dir()) / f"{Path(root).name}-{split}-{_cache_key(paths, detector, face_crop)}.npy"
+    cache_file = Path(cache_dir or default_cache_dir()) / f"{Path(root).name}-{split}-{_cache_key(paths, recipe, face_crop)}.npy"
     if not cache_file.is_file():
-        _build_cache(cache_file, paths, detector, face_crop, workers, desc=f"caching {Path(root).name}/{split}")
+        _build_cache(cache_file, paths, recipe, face_crop, workers, desc=f"caching {Path(root).name}/{split}")
     return CachedSplit(Path(root), split, paths, labels, np.load(cache_file, mmap_mode="r"))
 
 
@@ -131,15 +128,15 @@ class _Crops(Dataset):
     """``model_crop`` of each path, for a DataLoader that builds the cache in worker processes. A bad file
     gives its error message instead of a crop, so the parent raises it without a worker's traceback."""
 
-    def __init__(self, paths: list[Path], detector: Detector, face_crop: bool) -> None:
-        self.paths, self.detector, self.face_crop = paths, detector, face_crop
+    def __init__(self, paths: list[Path], recipe: CropRecipe, face_crop: bool) -> None:
+        self.paths, self.recipe, self.face_crop = paths, recipe, face_crop
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> np.ndarray | str:
         try:
-            return model_crop(self.paths[i], self.detector, self.face_crop)
+            return model_crop(self.paths[i], self.recipe, self.face_crop)
         except ValueError as err:
             return str(err)
 
@@ -148,17 +145,17 @@ def _as_is(item: np.ndarray | str) -> np.ndarray | str:
     return item
 
 
-def _build_cache(cache_file: Path, paths: list[Path], detector: Detector, face_crop: bool, workers: int,
+def _build_cache(cache_file: Path, paths: list[Path], recipe: CropRecipe, face_crop: bool, workers: int,
                  desc: str) -> None:
     # Crops go straight into a memory-mapped .npy (no second copy in RAM), written under a temporary
     # name and renamed, so an interrupted run never leaves a truncated cache behind. The loader keeps
     # the files' order, whatever the number of workers.
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     partial = cache_file.with_name(f"{cache_file.stem}.{os.getpid()}.partial.npy")  # per process: no clash
-    size = detector.meta.img_size
+    size = recipe.size
     images = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
     fork = sys.platform.startswith("linux")
-    loader = DataLoader(_Crops(paths, detector, face_crop), batch_size=None, num_workers=workers if fork else 0,
+    loader = DataLoader(_Crops(paths, recipe, face_crop), batch_size=None, num_workers=workers if fork else 0,
                         collate_fn=_as_is, multiprocessing_context="fork" if fork and workers > 0 else None)
     try:
         for i, crop in enumerate(tqdm(loader, desc=desc, unit="img", leave=False)):
@@ -172,19 +169,19 @@ def _build_cache(cache_file: Path, paths: list[Path], detector: Detector, face_c
         partial.unlink(missing_ok=True)  # a failed or interrupted build leaves no multi-GB leftover
 
 
-def _cache_key(paths: list[Path], detector: Detector, face_crop: bool) -> str:
+def _cache_key(paths: list[Path], recipe: CropRecipe, face_crop: bool) -> str:
     """A digest of everything the cached crops depend on: the files (by path, size and mtime), the face
     detector and its settings, the crop geometry, the input size and the package version."""
     stats = []
     for path in paths:
         stat = path.stat()
         stats.append((str(path.resolve()), stat.st_size, stat.st_mtime_ns))
-    recipe = {
-        "version": CACHE_VERSION, "img_size": detector.meta.img_size, "face_crop": face_crop,
-        "crop_scale": detector.crop.scale, "package": __version__, "files": stats,
-        "face_detector": [detector.faces.source, detector.faces.max_side, detector.faces.min_face_frac],
+    key = recipe.key()
+    everything = {  # in this order: caches built before CropRecipe keep their names
+        "version": CACHE_VERSION, "img_size": key["img_size"], "face_crop": face_crop, "crop_scale": key["crop_scale"],
+        "package": __version__, "files": stats, "face_detector": key["face_detector"],
     }
-    return hashlib.sha1(json.dumps(recipe).encode()).hexdigest()[:16]
+    return hashlib.sha1(json.dumps(everything).encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------------------------------

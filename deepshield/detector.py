@@ -10,12 +10,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
 from .calibration import DEFAULT_UNCERTAIN_BAND, Calibration, Verdict
-from .faces import CropSpec, Face, FaceDetector, crop_face, crop_window, default_face_model, keep_main_faces
+from .crops import CropRecipe, Window, resize_crop
+from .faces import CropSpec, Face, FaceDetector, default_face_model
 from .gradcam import class_maps, grad_cam, overlay, paste_map, target_layer
 from .media import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from .model import DeepfakeCNN
@@ -23,14 +23,6 @@ from .video import DEFAULT_FRAMES, aggregate, check_n_frames, probe_video, read_
 from .weights import ModelMeta, find_weights, load_weights
 
 DEVICE_ENV = "DEEPSHIELD_DEVICE"
-
-
-def resize_crop(crop: np.ndarray, size: int) -> np.ndarray:
-    """Resize a square RGB crop to the model's input size (area filter when shrinking)."""
-    if crop.shape[:2] == (size, size):
-        return crop
-    interpolation = cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_LINEAR
-    return cv2.resize(crop, (size, size), interpolation=interpolation)
 
 
 def resolve_device(requested: str | None = None) -> torch.device:
@@ -102,7 +94,6 @@ class VideoResult(Verdict):
 
 
 ProgressFn = Callable[[float, str], None]
-Window = tuple[int, int, int, int]  # x, y, width, height of a crop in image pixels (may pass the border)
 NO_FACE = "No face"  # a video's label when no sampled frame had a face
 UNCERTAIN = "Uncertain"
 
@@ -122,19 +113,23 @@ class Detector:
         if device.type == "cpu":  # ~2x faster convolutions on CPU; inputs arrive channels-last already
             self.model = self.model.to(memory_format=torch.channels_last)
         self.meta = meta
-        self.faces = faces
         self.device = device
         self.weights_path = weights_path
         self.max_pixels = max_pixels
         self.calibration = Calibration.from_meta(meta, uncertain_band)
         self.uncertain_band = uncertain_band
-        self.crop = CropSpec(meta.crop_scale)
+        self.recipe = CropRecipe(faces, CropSpec(meta.crop_scale), meta.img_size)
         self.cam_layer = target_layer(self.model, cam_stage)
         # One model call at a time: Grad-CAM hooks the shared model, so a forward from another thread must
         # not run while they are in place. Decoding and face detection stay concurrent.
         self._model_lock = threading.Lock()
         self._mean = torch.tensor(meta.mean, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(meta.std, device=device).view(1, 3, 1, 1)
+
+    @property
+    def faces(self) -> FaceDetector:
+        """The face detector (part of ``recipe``)."""
+        return self.recipe.faces
 
     def info(self) -> dict[str, Any]:
         """What is in use, for the app's sidebar and ``/health``."""
@@ -157,7 +152,7 @@ class Detector:
 
     def preprocess(self, crops: list[np.ndarray]) -> torch.Tensor:
         """Args: RGB uint8 crops of any size. Returns: (B, 3, S, S) normalised, channels-last, on device."""
-        resized = [resize_crop(c, self.meta.img_size) for c in crops]
+        resized = [resize_crop(c, self.recipe.size) for c in crops]
         batch = torch.from_numpy(np.stack(resized)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         return (batch - self._mean) / self._std
 
@@ -172,20 +167,6 @@ class Detector:
     def verdict(self, prob_fake: float, threshold: float | None = None) -> Verdict:
         """Label at ``threshold`` (default: the weights'), flagged uncertain inside the band around it."""
         return self.calibration.verdict(prob_fake, threshold)
-
-    def face_crops(self, image: np.ndarray, main_only: bool = False,
-                   faces: list[Face] | None = None) -> tuple[list[Face], list[np.ndarray], list[Window]]:
-        """Faces (detected unless given; largest first), their crops and crop windows (x, y, w, h).
-        No face: the whole image (squashed to a square by ``preprocess``), its full window, no faces."""
-        if faces is None:
-            faces = self.faces.detect(image)
-        if main_only:
-            faces = keep_main_faces(faces)
-        if not faces:
-            height, width = image.shape[:2]
-            return [], [image], [(0, 0, width, height)]
-        windows = [(x, y, side, side) for x, y, side in (crop_window(f, self.crop) for f in faces)]
-        return faces, [crop_face(image, f, self.crop) for f in faces], windows
 
     def score_crops(self, crops: list[np.ndarray], explain: bool = False,
                     threshold: float | None = None) -> tuple[np.ndarray, list[np.ndarray] | None]:
@@ -213,7 +194,7 @@ class Detector:
 
     def _predict_rgb(self, rgb: np.ndarray, explain: bool, threshold: float | None,
                      faces: list[Face] | None = None) -> ImageResult:
-        faces, crops, windows = self.face_crops(rgb, faces=faces)
+        faces, crops, windows = self.recipe.crops(rgb, faces=faces)
         probs, cams = self.score_crops(crops, explain, threshold)
         worst = int(np.argmax(probs))
         result = ImageResult(
@@ -249,8 +230,8 @@ class Detector:
         frames: list[FrameResult] = []
         kept: dict[int, list[Face]] = {}  # each frame's faces, to explain the chosen frame with the same crops
         for row, (index, frame) in enumerate(read_frames(path, indices)):
-            faces = keep_main_faces(self.faces.detect(frame))
-            crops += [crop_face(frame, f, self.crop) for f in faces]
+            faces, frame_crops, _ = self.recipe.crops(frame, main_only=True)
+            crops += frame_crops if faces else []
             owners += [row] * len(faces)
             frames.append(FrameResult(index, index / info.fps if info.fps else None, len(faces), None, None))
             kept[row] = faces

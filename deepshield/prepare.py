@@ -5,7 +5,7 @@
 
 ``frames`` takes labels from DFDC ``metadata.json`` files under VIDEOS (``{"x.mp4": {"label": "FAKE",
 "original": "y.mp4"}}``) or else from VIDEOS/{real,fake}/; samples N evenly spaced frames per video; crops
-the largest face of each with the crop inference uses (``FaceDetector`` + ``crop_face(..., DEFAULT_CROP)``)
+the largest face of each with the crop inference uses (``CropRecipe`` with ``DEFAULT_CROP``)
 and writes them to OUT/all/{real,fake}/VIDEO_fNNNNN.jpg. Each finished video is appended to
 OUT/progress.jsonl, so a stopped run picks up where it was.
 
@@ -35,8 +35,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .data import CLASSES, SPLITS, VIDEO_EXTS
-from .detector import resize_crop
-from .faces import DEFAULT_CROP, FaceDetector, crop_face, default_face_model
+from .crops import CropRecipe, resize_crop
+from .faces import DEFAULT_CROP, FaceDetector, default_face_model
 from .cli import EXIT_BAD_INPUT, FACE_MODEL_HELP, usable_cores
 from .media import atomic_path, write_image
 from .video import probe_video, read_frames, sample_indices
@@ -165,14 +165,15 @@ def crop_video(job: VideoJob, faces: FaceDetector) -> VideoReport:
     for old in folder.glob(f"{job.video.path.stem}_f[0-9][0-9][0-9][0-9][0-9].jpg*"):
         old.unlink()  # left by an interrupted earlier attempt at this video
     info = probe_video(job.video.path)
+    recipe = CropRecipe(faces, DEFAULT_CROP, job.size)  # inference's detector and geometry, saved at job.size
     frames, crops = 0, []
     for index, frame in read_frames(job.video.path, sample_indices(info.frame_count, job.n_frames)):
         frames += 1
-        found = faces.detect(frame)
+        found, face_crops, _ = recipe.crops(frame)
         if found:
-            # detect() sorts largest first: the face keep_main_faces always keeps, and the one to train on.
+            # Largest first: the face keep_main_faces always keeps, and the one to train on.
             name = f"{job.video.path.stem}_f{index:05d}.jpg"
-            write_jpeg(folder / name, resize_crop(crop_face(frame, found[0], DEFAULT_CROP), job.size))
+            write_jpeg(folder / name, resize_crop(face_crops[0], recipe.size))
             crops.append(f"{ALL}/{job.video.label}/{name}")
     if not frames:
         raise ValueError(f"{job.video.path}: no frame could be decoded")

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ def test_no_face_classifies_the_whole_image(detector: Detector) -> None:
 
 def test_each_face_scored_and_verdict_is_the_most_fake(detector: Detector) -> None:
     image = noise_image(200, 300)
-    detector.faces = FixedFaces([Face(10, 10, 80, 80, 0.9), Face(150, 60, 60, 60, 0.8)])  # type: ignore[assignment]
+    detector.recipe = replace(detector.recipe, faces=FixedFaces([Face(10, 10, 80, 80, 0.9), Face(150, 60, 60, 60, 0.8)]))  # type: ignore[arg-type]
     result = detector.predict_image(image)
     assert result.face_found and [f.box for f in result.faces] == [(10, 10, 80, 80), (150, 60, 60, 60)]
     probs = [f.prob_fake for f in result.faces]
@@ -49,7 +50,7 @@ def test_temperature_calibrates_probabilities(tiny_weights: Path, tmp_path: Path
 
 def test_explain_gives_a_full_image_heatmap(detector: Detector) -> None:
     image = noise_image(200, 300)
-    detector.faces = FixedFaces([Face(100, 50, 60, 60, 0.9)])  # type: ignore[assignment]
+    detector.recipe = replace(detector.recipe, faces=FixedFaces([Face(100, 50, 60, 60, 0.9)]))  # type: ignore[arg-type]
     result = detector.predict_image(image, explain=True)
     assert result.heatmap is not None and result.heatmap.shape == (200, 300)
     assert result.heatmap.min() >= 0 and result.heatmap.max() <= 1
@@ -75,7 +76,7 @@ def test_video_without_faces_is_half_and_says_so(detector: Detector, tmp_path: P
 
 
 def test_video_aggregates_frames_and_explains_the_most_fake(detector: Detector, tmp_path: Path) -> None:
-    detector.faces = FixedFaces([Face(20, 10, 40, 40, 0.9)])  # type: ignore[assignment]
+    detector.recipe = replace(detector.recipe, faces=FixedFaces([Face(20, 10, 40, 40, 0.9)]))  # type: ignore[arg-type]
     steps: list[float] = []
     result = detector.predict_video(write_video(tmp_path / "v.avi", 30, fps=10.0), n_frames=6, explain=True,
                                     progress=lambda p, _msg: steps.append(p))

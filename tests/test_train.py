@@ -226,25 +226,25 @@ def test_a_corrupt_image_fails_the_cache_clearly_and_leaves_nothing(tmp_path: Pa
     make_root(root, seed=3)
     (root / "valid" / "fake" / "001.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(ValueError, match="001.jpg") as caught:
-        load_split(root, "valid", tiny_detector(), cache_dir=tmp_path / "cache", workers=workers)
+        load_split(root, "valid", tiny_detector().recipe, cache_dir=tmp_path / "cache", workers=workers)
     assert "Traceback" not in str(caught.value)  # the file's problem, not a worker's stack
     assert list((tmp_path / "cache").iterdir()) == []
 
 
 def test_cache_built_by_workers_matches_one_process(roots: list[Path], tmp_path: Path) -> None:
-    one = load_split(roots[0], "train", tiny_detector(), cache_dir=tmp_path / "a")
-    several = load_split(roots[0], "train", tiny_detector(), cache_dir=tmp_path / "b", workers=2)
+    one = load_split(roots[0], "train", tiny_detector().recipe, cache_dir=tmp_path / "a")
+    several = load_split(roots[0], "train", tiny_detector().recipe, cache_dir=tmp_path / "b", workers=2)
     assert len(one.labels) == 2 * PER_CLASS and np.array_equal(one.images, several.images)
 
 
 def test_load_split_builds_then_reuses_the_cache(roots: list[Path], tmp_path: Path) -> None:
     detector = tiny_detector()
-    first = load_split(roots[1], "valid", detector, max_per_class=4, cache_dir=tmp_path)
+    first = load_split(roots[1], "valid", detector.recipe, max_per_class=4, cache_dir=tmp_path)
     assert first.images.shape == (8, 64, 64, 3) and first.images.dtype == np.uint8
     assert len(list(tmp_path.glob("*.npy"))) == 1
-    again = load_split(roots[1], "valid", detector, max_per_class=4, cache_dir=tmp_path)
+    again = load_split(roots[1], "valid", detector.recipe, max_per_class=4, cache_dir=tmp_path)
     assert np.array_equal(first.images, again.images) and len(list(tmp_path.glob("*.npy"))) == 1
-    load_split(roots[1], "valid", detector, max_per_class=4, cache_dir=tmp_path, face_crop=False)
+    load_split(roots[1], "valid", detector.recipe, max_per_class=4, cache_dir=tmp_path, face_crop=False)
     assert len(list(tmp_path.glob("*.npy"))) == 2  # another recipe, another file
 
 
@@ -256,11 +256,11 @@ def test_model_crop_of_a_real_portrait_is_the_face() -> None:
     paths = sorted(folder.glob("*.jpg"))[:6]
     sides = []
     for path in paths:
-        faces, crops, _ = detector.face_crops(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
+        faces, crops, _ = detector.recipe.crops(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
         sides += [crops[0].shape[0]] if faces else []
     # Most portraits are cut to their face (the box is ~0.67 of the 256 px image), as at inference.
     assert len(sides) >= 4 and max(sides) < 240
-    assert model_crop(paths[0], detector).shape == (64, 64, 3)
+    assert model_crop(paths[0], detector.recipe).shape == (64, 64, 3)
 
 
 # --- train.py's pure pieces ----------------------------------------------------------------------------
