@@ -29,7 +29,7 @@ from matplotlib.figure import Figure  # not pyplot: its global state is not thre
 from deepshield import __version__, load_detector
 from deepshield.detector import Detector, ImageResult, shown_label
 from deepshield.media import load_image
-from deepshield.draw import FAKE_HEX, REAL_HEX, UNSURE_HEX, annotate, draw_faces
+from deepshield.draw import FAKE_HEX, REAL_HEX, UNSURE_HEX, FpsMeter, annotate, draw_faces
 from deepshield.server import Limits, add_api_routes
 from deepshield.video import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES, check_n_frames
 
@@ -129,10 +129,7 @@ class WebcamState:
 
     count: int = 0
     last: ImageResult | None = None
-    stamps: list[float] = field(default_factory=list)
-
-    def fps(self) -> float:
-        return (len(self.stamps) - 1) / (self.stamps[-1] - self.stamps[0]) if len(self.stamps) > 1 and self.stamps[-1] > self.stamps[0] else 0.0
+    meter: FpsMeter = field(default_factory=FpsMeter)
 
 
 Upload = dict[str, Any] | str | None  # an event input with preprocess=False: Gradio's FileData dict
@@ -204,7 +201,7 @@ class DeepShieldApp:
         if frame is None:
             return None, state, None
         state.count += 1
-        state.stamps = (state.stamps + [time.monotonic()])[-30:]
+        fps = state.meter.tick()
         if state.last is None or state.count % self.limits.webcam_every == 1 or self.limits.webcam_every == 1:
             # Never wait for the model behind another request: skip inference and redraw instead, so
             # frames are dropped rather than queued.
@@ -215,7 +212,7 @@ class DeepShieldApp:
                     raise gr.Error(str(err)) from err
                 finally:
                     self.gate.release()
-        shown = annotate(frame, state.last, fps=state.fps(), threshold=threshold, use_overlay=gradcam)
+        shown = annotate(frame, state.last, fps=fps, threshold=threshold, use_overlay=gradcam)
         return shown, state, state.last.to_dict() if state.last else None
 
     # helpers

@@ -3,6 +3,9 @@ Shared by the app's Image and Webcam tabs and the realtime command."""
 
 from __future__ import annotations
 
+import time
+from collections import deque
+
 import cv2
 import numpy as np
 
@@ -65,3 +68,16 @@ def annotate(frame: np.ndarray, result: ImageResult | None, threshold: float = 0
     if fps:
         cv2.putText(out, f"{fps:.1f} fps", (width - 110 * scale, bar + 22 * scale), _FONT, 0.6 * scale, (255, 255, 255), 2 * scale, cv2.LINE_AA)
     return out
+
+
+class FpsMeter:
+    """Frames per second over the last ``window`` frames."""
+
+    def __init__(self, window: int = 30) -> None:
+        self._times: deque[float] = deque(maxlen=window)
+
+    def tick(self) -> float | None:
+        self._times.append(time.perf_counter())
+        if len(self._times) < 2:
+            return None
+        return (len(self._times) - 1) / max(1e-9, self._times[-1] - self._times[0])

@@ -21,7 +21,6 @@ import json
 import os
 import sys
 import time
-from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 
 from .detector import Detector, ImageResult, load_detector
-from .draw import annotate, label_colour
+from .draw import FpsMeter, annotate, label_colour
 from .cli import EXIT_BAD_INPUT, add_detector_args, check_threshold, usable_cores
 from .video import probe_video
 
@@ -141,19 +140,6 @@ class Analyser:
 
 # ----------------------------------------------------------------------------------------------------
 # Outputs: annotated video, JSON lines, per-second summary.
-
-
-class FpsMeter:
-    """Frames per second over the last ``window`` frames."""
-
-    def __init__(self, window: int = 30) -> None:
-        self._times: deque[float] = deque(maxlen=window)
-
-    def tick(self) -> float | None:
-        self._times.append(time.perf_counter())
-        if len(self._times) < 2:
-            return None
-        return (len(self._times) - 1) / max(1e-9, self._times[-1] - self._times[0])
 
 
 class SecondSummary:
