@@ -4,10 +4,11 @@
                     [--init scratch|imagenet|FILE] [--epochs 50] [--max-per-class N]
                     [--out weights/deepshield_lite0.safetensors] [--resume]
 
-Reads top to bottom: config -> schedule -> augmentation -> data -> model -> one epoch -> validation and
-checkpoint -> main. Every image is decoded and face-cropped once (the crop ``Detector.predict_image``
-makes) and cached; batches are balanced over roots and classes; augmentations are the same for both
-classes. Every layer trains with warm-up + cosine, from ImageNet weights, from scratch or from a DeepShield
+Reads top to bottom: config -> schedule -> data -> model -> one epoch -> validation and checkpoint -> main
+(augmentation, the training set and sampler, and the loop's machinery live in ``deepshield.augment``,
+``deepshield.data`` and ``deepshield.training``). Every image is decoded and face-cropped once (the crop
+``Detector.predict_image`` makes) and cached; every batch gives each root and class a set share
+(``--root-balance``); augmentations are the same for both classes. Every layer trains with warm-up + cosine, from ImageNet weights, from scratch or from a DeepShield
 checkpoint; ``--schedule two-phase`` fine-tunes the head first, then the last stages too. The
 best epoch by validation AUC is saved with save_weights, its temperature and threshold fitted on the
 validation set; OUT.state.pt holds the training state for --resume (never used at inference),
@@ -17,9 +18,7 @@ OUT.config.json the resolved config, OUT.curves.{csv,png} the curves.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import csv
 import json
 import math
 import shlex
@@ -40,11 +39,12 @@ from deepshield.cli import usable_cores
 from deepshield.data import BalancedBatchSampler, CachedSplit, TrainSet, ValidSet, bn_sample, group_shares, load_split
 from deepshield.detector import Detector, resolve_device
 from deepshield.faces import FaceDetector, default_face_model
-from deepshield.media import atomic_path
 from deepshield.calibration import Calibration
 from deepshield.metrics import ece, group_weights, nll, roc_auc, sigmoid, summary
-from deepshield.model import ARCHS, DEFAULT_ARCH, DeepfakeCNN, reestimate_batchnorm
+from deepshield.model import ARCHS, DEFAULT_ARCH, DeepfakeCNN
 from deepshield.pretrained import imagenet_features
+from deepshield.training import (Progress, autocast, ema_decay_at, ema_update, load_state, predict_logits,
+                                 recalibrate_bn, save_state, write_curves)
 from deepshield.weights import WEIGHTS_NAME, ModelMeta, load_weights, read_meta, save_weights
 
 # ----------------------------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def describe_data(train: list[CachedSplit], valid: list[CachedSplit]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Model: initialisation, frozen stages, EMA.
+# Model: initialisation and frozen stages.
 
 
 def build_model(cfg: Config) -> DeepfakeCNN:
@@ -214,56 +214,8 @@ def set_train_mode(model: DeepfakeCNN, n_frozen: int) -> None:
             block.eval()
 
 
-def ema_decay_at(step: int, decay: float) -> float:
-    """The EMA's decay at optimizer step ``step`` (0-based), ramped up by TensorFlow's
-    ExponentialMovingAverage ``num_updates`` rule, so the average is not dominated by the random
-    initialisation for its first thousands of steps."""
-    return min(decay, (1.0 + step) / (10.0 + step))
-
-
-@torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model, for weights and batch-norm statistics (the latter are
-    re-estimated by ``recalibrate_bn`` before the EMA is used)."""
-    for e, m in zip(ema.state_dict().values(), model.state_dict().values()):
-        if e.dtype.is_floating_point:
-            e.lerp_(m, 1.0 - decay)
-        else:
-            e.copy_(m)
-
-
-def recalibrate_bn(model: DeepfakeCNN, detector: Detector, images: np.ndarray, batch_size: int, n_frozen: int) -> None:
-    """Re-estimate an averaged model's batch-norm statistics on ``images`` (uint8 crops), sparing the first
-    ``n_frozen`` (pretrained, frozen) blocks. Averaging weights shrinks the activations while the averaged
-    running statistics keep the live model's scale; left alone, the EMA of a from-scratch B0 gave the same
-    output for every validation image (val_auc 0.49-0.50 for 13 epochs while the live model's training loss
-    fell). Leaves ``model`` in eval mode."""
-    batches = (detector.preprocess(list(images[i : i + batch_size])) for i in range(0, len(images), batch_size))
-    with autocast(detector.device):
-        reestimate_batchnorm(model, batches, n_frozen)
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """Mixed precision on CUDA (bfloat16 where supported, else float16 with loss scaling); none elsewhere."""
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-
-
 # ----------------------------------------------------------------------------------------------------
 # One epoch, validation, and the best checkpoint.
-
-
-@dataclass
-class Progress:
-    """What --resume restores besides the tensors."""
-
-    epoch: int = 0  # last completed epoch
-    step: int = 0
-    best_auc: float = -1.0
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def train_epoch(model: DeepfakeCNN, loader: DataLoader, optimizer: torch.optim.Optimizer,
@@ -291,17 +243,6 @@ def train_epoch(model: DeepfakeCNN, loader: DataLoader, optimizer: torch.optim.O
         seen += len(labels)
         bar.set_postfix(loss=f"{total_loss / seen:.4f}")
     return total_loss / max(1, seen), seen / (time.perf_counter() - start)
-
-
-@torch.inference_mode()
-def predict_logits(model: DeepfakeCNN, detector: Detector, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """Args: crops (N, S, S, 3) uint8. Returns: their uncalibrated "fake" logits (N,) float64."""
-    model.eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        with autocast(detector.device):
-            out.append(model(detector.preprocess(list(images[i : i + batch_size]))).float().cpu().numpy())
-    return np.concatenate(out).astype(np.float64)
 
 
 def epoch_metrics(labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:
@@ -365,66 +306,6 @@ def save_best(model: DeepfakeCNN, cfg: Config, val: dict[str, Any], epoch: int, 
 
 def beside(cfg: Config, suffix: str) -> Path:
     return Path(cfg.out).with_suffix(suffix)
-
-
-def save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-               ema: nn.Module | None, cfg: Config, progress: Progress) -> None:
-    """The resumable training state (tensors and plain Python values only), written atomically."""
-    state = {
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-        "ema": ema.state_dict() if ema is not None else None, "config": asdict(cfg),
-        "progress": asdict(progress), "torch_rng": torch.get_rng_state(),
-    }
-    with atomic_path(path) as partial:
-        torch.save(state, partial)
-
-
-def load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-               ema: nn.Module | None, cfg: Config) -> Progress:
-    """Restore ``save_state``'s file into the given objects. Raises: FileNotFoundError, or ValueError
-    when the run's model settings differ from the saved ones."""
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume: training state {path} not found (is --out the same as before?)")
-    state = torch.load(path, map_location="cpu", weights_only=True)  # plain values only: no unpickling
-    # States saved before a setting existed ran with its then default.
-    before = {"schedule": "two-phase" if state["config"]["init"] == "imagenet" else "cosine", "root_balance": 0.0}
-    for key in ("arch", "img_size", "use_fft", "init", "ema_decay", "schedule", "root_balance"):
-        saved = state["config"].get(key, before.get(key))
-        if saved != getattr(cfg, key):
-            raise ValueError(f"--resume: {key}={getattr(cfg, key)!r} but {path} was trained with {saved!r}")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    if ema is not None:
-        ema.load_state_dict(state["ema"])
-    torch.set_rng_state(state["torch_rng"])
-    return Progress(**state["progress"])
-
-
-def write_curves(history: list[dict[str, Any]], cfg: Config) -> None:
-    """The per-epoch history as CSV and as a PNG of losses and validation AUC / accuracy."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    with open(beside(cfg, ".curves.csv"), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-    epochs = [row["epoch"] for row in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in ("train_loss", "val_loss"):
-        left.plot(epochs, [row[key] for row in history], marker="o", label=key)
-    for key in ("val_auc", "val_acc"):
-        right.plot(epochs, [row[key] for row in history], marker="o", label=key)
-    for ax, title in ((left, "loss"), (right, "validation")):
-        ax.set(xlabel="epoch", title=title)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(beside(cfg, ".curves.png"), dpi=100)
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -494,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
         record_epoch(row, progress, lambda: save_best(evaluated, cfg, validation_metrics(valid, logits), epoch,
                                                       training_data, command_line(argv)), cfg)
         save_state(state_path, model, optimizer, scaler, ema, cfg, progress)
-        write_curves(progress.history, cfg)
+        write_curves(progress.history, Path(cfg.out))
     print(f"best val_auc={progress.best_auc:.4f} at epoch {progress.best_epoch}; weights: {cfg.out}")
 
 

@@ -26,6 +26,7 @@ from deepshield.data import (BalancedBatchSampler, CachedSplit, TrainSet, balanc
 from deepshield.detector import Detector
 from deepshield.faces import FaceDetector
 from deepshield.model import DeepfakeCNN
+from deepshield.training import load_state, recalibrate_bn
 from deepshield.weights import ModelMeta, load_weights, read_meta
 
 REPO = Path(__file__).resolve().parents[1]
@@ -332,7 +333,7 @@ def test_recalibrate_bn_measures_the_data_and_spares_frozen_stages(train_module:
     for norm in norms:
         norm.running_mean.fill_(7.0)  # a sentinel no real statistic equals
     images = np.random.default_rng(0).integers(0, 256, (12, 64, 64, 3), dtype=np.uint8)
-    train_module.recalibrate_bn(model, detector, images, batch_size=4, n_frozen=n_frozen)
+    recalibrate_bn(model, detector, images, batch_size=4, n_frozen=n_frozen)
     assert not model.training and all(norm.momentum == 0.1 for norm in norms)
     frozen = {id(m) for block in model.features[:n_frozen] for m in block.modules()}
     assert all(bool((norm.running_mean == 7.0).all()) == (id(norm) in frozen) for norm in norms)
@@ -388,7 +389,7 @@ def test_resume_refuses_a_changed_schedule_or_root_balance(train_module: ModuleT
     old = {k: v for k, v in vars(cfg).items() if k not in ("schedule", "root_balance")}
     torch.save({"config": old}, tmp_path / "old.state.pt")
     with pytest.raises(ValueError, match="schedule='cosine' but .* 'two-phase'"):
-        train_module.load_state(tmp_path / "old.state.pt", None, None, None, None, cfg)
+        load_state(tmp_path / "old.state.pt", None, None, None, None, cfg)
     torch.save({"config": {**vars(cfg), "root_balance": 0.5}}, tmp_path / "new.state.pt")
     with pytest.raises(ValueError, match="root_balance=0.0 but .* 0.5"):
-        train_module.load_state(tmp_path / "new.state.pt", None, None, None, None, cfg)
+        load_state(tmp_path / "new.state.pt", None, None, None, None, cfg)
