@@ -50,10 +50,10 @@ THEME = gr.themes.Default(font=["system-ui", "Segoe UI", "Helvetica", "Arial", "
 # --- presentation ---------------------------------------------------------------------------------
 
 
-def verdict_card(data: dict[str, Any], subject: str) -> str:
-    """The Real / Fake / Uncertain card as HTML."""
+def verdict_card(data: dict[str, Any], subject: str, labels: tuple[str, str] = ("Real", "Fake")) -> str:
+    """The Real / Fake / Uncertain card as HTML; ``labels`` are the weights' (real, fake) labels."""
     label = shown_label(data["label"], data["uncertain"])
-    colour = {"Real": REAL_HEX, "Fake": FAKE_HEX}.get(label, UNSURE_HEX)
+    colour = {labels[0]: REAL_HEX, labels[1]: FAKE_HEX}.get(label, UNSURE_HEX)
     note = "" if data.get("face_found", True) else "<div>No face found: the whole input was classified.</div>"
     return (
         f'<div class="verdict" style="border-left:8px solid {colour};padding:8px 16px">'
@@ -309,7 +309,7 @@ def image_tab(core: DeepShieldApp, gradcam: gr.Checkbox, threshold: gr.Slider) -
         result = gr.JSON(label="Result (JSON)", open=False)
     image_btn.click(core.predict_image, [image_in, gradcam, threshold], [result, shown], api_name="predict_image",
                     **_model_event(core)).success(
-        lambda d: (verdict_card(d, "Image"), donut(d["prob_real"]), face_rows(d)), result, [card, split, faces],
+        lambda d: (verdict_card(d, "Image", core.detector.meta.labels), donut(d["prob_real"]), face_rows(d)), result, [card, split, faces],
         api_visibility="private")
 
 
@@ -334,7 +334,7 @@ def video_tab(core: DeepShieldApp, gradcam: gr.Checkbox, threshold: gr.Slider) -
         result = gr.JSON(label="Result (JSON)", open=False)
     video_btn.click(core.predict_video, [video_in, frames, gradcam, threshold], [result, cam, files],
                     api_name="predict_video", **_model_event(core)).success(
-        lambda d, t: (verdict_card(d, "Video"), video_summary_markdown(d), timeline(d["frames"], t),
+        lambda d, t: (verdict_card(d, "Video", core.detector.meta.labels), video_summary_markdown(d), timeline(d["frames"], t),
                       histogram(d["frames"]), frame_rows(d)),
         [result, threshold], [card, summary, line, hist, table], api_visibility="private")
 

@@ -25,11 +25,12 @@ REAL_RGB, FAKE_RGB, UNSURE_RGB = hex_rgb(REAL_HEX), hex_rgb(FAKE_HEX), hex_rgb(U
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-def label_colour(result: ImageResult) -> tuple[str, tuple[int, int, int]]:
-    """What to show for a result (Uncertain inside the band) and its colour."""
+def label_colour(result: ImageResult, threshold: float) -> tuple[str, tuple[int, int, int]]:
+    """What to show for a result (its label from the weights, or Uncertain inside the band) and its colour
+    (Fake when P(fake) reaches the ``threshold`` it was judged at)."""
     if result.uncertain:
         return shown_label(result.label, True), UNSURE_RGB
-    return result.label, FAKE_RGB if result.label == "Fake" else REAL_RGB
+    return result.label, FAKE_RGB if result.prob_fake >= threshold else REAL_RGB
 
 
 def draw_faces(image: np.ndarray, result: ImageResult, threshold: float) -> np.ndarray:
@@ -57,7 +58,7 @@ def annotate(frame: np.ndarray, result: ImageResult | None, threshold: float = 0
     bar = 10 * scale
     cv2.rectangle(out, (0, 0), (width, bar), (60, 60, 60), -1)
     if result is not None:
-        text, colour = label_colour(result)
+        text, colour = label_colour(result, threshold)
         cv2.rectangle(out, (0, 0), (int(round(width * result.prob_real)), bar), REAL_RGB, -1)
         banner = 34 * scale
         cv2.rectangle(out, (0, height - banner), (width, height), colour, -1)

@@ -30,8 +30,8 @@ import cv2
 import numpy as np
 import torch
 
-from .detector import Detector, ImageResult, load_detector
-from .draw import FpsMeter, annotate, label_colour
+from .detector import Detector, ImageResult, load_detector, shown_label
+from .draw import FpsMeter, annotate
 from .cli import EXIT_BAD_INPUT, add_detector_args, check_threshold, usable_cores
 from .video import probe_video
 
@@ -169,7 +169,7 @@ class SecondSummary:
         rate = self.frames / max(1e-9, now - self.started)
         line = f"{self.second:5d}s  {self.frames:3d} frames  {rate:6.1f} fps  {len(self.probs):2d} analysed"
         if self.last is not None and self.probs:
-            label, _ = label_colour(self.last)
+            label = shown_label(self.last.label, self.last.uncertain)
             line += f"  mean P(fake) {np.mean(self.probs):.3f}  now: {label}, {len(self.last.faces)} face(s)"
         print(line, file=self.stream, flush=True)
         self.frames, self.probs, self.started = 0, [], now
