@@ -24,11 +24,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 import gradio as gr
 import numpy as np
 from fastapi import FastAPI
-from matplotlib.figure import Figure  # not pyplot: its global state is not thread-safe, and events run in threads
 
 from deepshield import __version__, load_detector
 from deepshield.detector import Detector, ImageResult, shown_label
 from deepshield.media import load_image
+from deepshield.charts import donut, histogram, timeline
 from deepshield.draw import FAKE_HEX, REAL_HEX, UNSURE_HEX, FpsMeter, annotate, draw_faces
 from deepshield.server import Limits, add_api_routes
 from deepshield.video import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES, check_n_frames
@@ -61,38 +61,6 @@ def verdict_card(data: dict[str, Any], subject: str, labels: tuple[str, str] = (
         f"<div>{subject} verdict: {data['label']} with {data['confidence']:.0%} confidence</div>"
         f"<div>P(Real) = {data['prob_real']:.3f} &nbsp; P(Fake) = {data['prob_fake']:.3f}</div>{note}</div>"
     )
-
-
-def donut(prob_real: float) -> Figure:
-    figure = Figure(figsize=(3.2, 3.2))
-    axes = figure.subplots()
-    axes.pie([prob_real, 1 - prob_real], colors=[REAL_HEX, FAKE_HEX], startangle=90, counterclock=False,
-             wedgeprops={"width": 0.35}, labels=[f"Real {prob_real:.0%}", f"Fake {1 - prob_real:.0%}"])
-    axes.set_aspect("equal")
-    figure.tight_layout()
-    return figure
-
-
-def timeline(frames: list[dict[str, Any]], threshold: float) -> Figure:
-    figure = Figure(figsize=(7, 2.8))
-    axes = figure.subplots()
-    scored = [f for f in frames if f["prob_real"] is not None]
-    xs = [f["time_s"] if f["time_s"] is not None else f["index"] for f in scored]
-    axes.plot(xs, [f["prob_real"] for f in scored], "o-", color=REAL_HEX)
-    axes.axhline(1 - threshold, color="grey", linestyle="--", label=f"threshold (P(Real) = {1 - threshold:.2f})")
-    axes.set(ylim=(0, 1), ylabel="P(Real)", xlabel="time (s)" if frames and frames[0]["time_s"] is not None else "frame")
-    axes.legend(loc="lower right")
-    figure.tight_layout()
-    return figure
-
-
-def histogram(frames: list[dict[str, Any]]) -> Figure:
-    figure = Figure(figsize=(4, 2.8))
-    axes = figure.subplots()
-    axes.hist([f["prob_real"] for f in frames if f["prob_real"] is not None], bins=10, range=(0, 1), color="#57606a")
-    axes.set(xlabel="P(Real) per frame", ylabel="frames")
-    figure.tight_layout()
-    return figure
 
 
 def interpretation_table(threshold: float, band: float) -> str:

@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -39,12 +38,10 @@ from deepshield.cli import usable_cores
 from deepshield.data import BalancedBatchSampler, CachedSplit, TrainSet, ValidSet, bn_sample, group_shares, load_split
 from deepshield.detector import Detector, resolve_device
 from deepshield.faces import FaceDetector, default_face_model
-from deepshield.calibration import Calibration
-from deepshield.metrics import ece, group_weights, nll, roc_auc, sigmoid, summary
 from deepshield.model import ARCHS, DEFAULT_ARCH, DeepfakeCNN
 from deepshield.pretrained import imagenet_features
-from deepshield.training import (Progress, autocast, ema_decay_at, ema_update, load_state, predict_logits,
-                                 recalibrate_bn, save_state, write_curves)
+from deepshield.training import (Progress, autocast, ema_decay_at, ema_update, epoch_line, epoch_metrics, load_state,
+                                 predict_logits, recalibrate_bn, save_state, validation_metrics, write_curves)
 from deepshield.weights import WEIGHTS_NAME, ModelMeta, load_weights, read_meta, save_weights
 
 # ----------------------------------------------------------------------------------------------------
@@ -243,38 +240,6 @@ def train_epoch(model: DeepfakeCNN, loader: DataLoader, optimizer: torch.optim.O
         seen += len(labels)
         bar.set_postfix(loss=f"{total_loss / seen:.4f}")
     return total_loss / max(1, seen), seen / (time.perf_counter() - start)
-
-
-def epoch_metrics(labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:
-    """The epoch line's validation numbers: loss, AUC and accuracy at P(fake) = 0.5, before calibration."""
-    return {"val_loss": nll(labels, logits), "val_auc": roc_auc(labels, logits),
-            "val_acc": float(np.mean((logits >= 0) == (labels == 1)))}
-
-
-def epoch_line(row: dict[str, Any], epochs: int) -> str:
-    return (f"Epoch {row['epoch']}/{epochs} [Ph{row['phase']}] train_loss={row['train_loss']:.4f} "
-            f"val_loss={row['val_loss']:.4f} val_auc={row['val_auc']:.4f} val_acc={row['val_acc']:.4f} img/s={row['img_s']:.1f}")
-
-
-def validation_metrics(valid: ValidSet, logits: np.ndarray) -> dict[str, Any]:
-    """Calibrate on the validation set (temperature by root-balanced NLL, then the threshold on calibrated P(fake))
-    and measure it. Returns: a JSON-able dict with "temperature", "threshold" and the metrics."""
-    labels = valid.labels
-    calibration = Calibration.fit(labels, logits, groups=valid.root_ids)
-    temperature, threshold = calibration.temperature, calibration.threshold
-    probs = calibration.prob(logits)
-    per_root = {}
-    for r, root in enumerate(valid.roots):
-        mine = valid.root_ids == r
-        if len(np.unique(labels[mine])) == 2:
-            per_root[root] = {"n": int(mine.sum()), "roc_auc": roc_auc(labels[mine], probs[mine]),
-                              "ece": ece(labels[mine], probs[mine])}
-    weights = group_weights(valid.root_ids)
-    return {"temperature": temperature, "threshold": threshold, "nll_uncalibrated": nll(labels, logits),
-            "nll_root_balanced_uncalibrated": nll(labels, logits, 1.0, weights),
-            "nll_root_balanced": nll(labels, logits, temperature, weights),
-            "nll": nll(labels, logits, temperature), **summary(labels, probs, threshold, sigmoid(logits)),
-            "per_root": per_root}
 
 
 def command_line(argv: list[str] | None) -> str:

@@ -1,6 +1,6 @@
 """The training loop's machinery, kept out of ``train.py`` so the script reads as the recipe: mixed precision,
-the weights' moving average and its batch-norm statistics, logits of a crop array, the resumable state, and the
-curves written beside the checkpoint."""
+the weights' moving average and its batch-norm statistics, logits of a crop array, validation metrics and
+calibration, the resumable state, and the curves written beside the checkpoint."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .calibration import Calibration
+from .data import ValidSet
 from .detector import Detector
 from .media import atomic_path
+from .metrics import ece, group_weights, nll, roc_auc, sigmoid, summary
 from .model import DeepfakeCNN, reestimate_batchnorm
 
 
@@ -137,3 +140,35 @@ def write_curves(history: list[dict[str, Any]], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out.with_suffix(".curves.png"), dpi=100)
     plt.close(fig)
+
+
+def epoch_metrics(labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:
+    """The epoch line's validation numbers: loss, AUC and accuracy at P(fake) = 0.5, before calibration."""
+    return {"val_loss": nll(labels, logits), "val_auc": roc_auc(labels, logits),
+            "val_acc": float(np.mean((logits >= 0) == (labels == 1)))}
+
+
+def epoch_line(row: dict[str, Any], epochs: int) -> str:
+    return (f"Epoch {row['epoch']}/{epochs} [Ph{row['phase']}] train_loss={row['train_loss']:.4f} "
+            f"val_loss={row['val_loss']:.4f} val_auc={row['val_auc']:.4f} val_acc={row['val_acc']:.4f} img/s={row['img_s']:.1f}")
+
+
+def validation_metrics(valid: ValidSet, logits: np.ndarray) -> dict[str, Any]:
+    """Calibrate on the validation set (temperature by root-balanced NLL, then the threshold on calibrated P(fake))
+    and measure it. Returns: a JSON-able dict with "temperature", "threshold" and the metrics."""
+    labels = valid.labels
+    calibration = Calibration.fit(labels, logits, groups=valid.root_ids)
+    temperature, threshold = calibration.temperature, calibration.threshold
+    probs = calibration.prob(logits)
+    per_root = {}
+    for r, root in enumerate(valid.roots):
+        mine = valid.root_ids == r
+        if len(np.unique(labels[mine])) == 2:
+            per_root[root] = {"n": int(mine.sum()), "roc_auc": roc_auc(labels[mine], probs[mine]),
+                              "ece": ece(labels[mine], probs[mine])}
+    weights = group_weights(valid.root_ids)
+    return {"temperature": temperature, "threshold": threshold, "nll_uncalibrated": nll(labels, logits),
+            "nll_root_balanced_uncalibrated": nll(labels, logits, 1.0, weights),
+            "nll_root_balanced": nll(labels, logits, temperature, weights),
+            "nll": nll(labels, logits, temperature), **summary(labels, probs, threshold, sigmoid(logits)),
+            "per_root": per_root}
