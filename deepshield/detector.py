@@ -117,7 +117,6 @@ class Detector:
         self.weights_path = weights_path
         self.max_pixels = max_pixels
         self.calibration = Calibration.from_meta(meta, uncertain_band)
-        self.uncertain_band = uncertain_band
         self.recipe = CropRecipe(faces, CropSpec(meta.crop_scale), meta.img_size)
         self.cam_layer = target_layer(self.model, cam_stage)
         # One model call at a time: Grad-CAM hooks the shared model, so a forward from another thread must
@@ -125,6 +124,11 @@ class Detector:
         self._model_lock = threading.Lock()
         self._mean = torch.tensor(meta.mean, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(meta.std, device=device).view(1, 3, 1, 1)
+
+    @property
+    def uncertain_band(self) -> float:
+        """|P(fake) - threshold| below this is reported as uncertain (part of ``calibration``)."""
+        return self.calibration.uncertain_band
 
     @property
     def faces(self) -> FaceDetector:
