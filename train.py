@@ -81,6 +81,8 @@ class Config:
     patience: int = opt(5, "epochs without a better validation AUC before stopping (counted afresh in phase 2)")
     max_per_class: int = opt(0, "training images per root and class, a seeded random subset; 0: all")
     val_max_per_class: int = opt(0, "the same for the validation split; 0: all")
+    sbi: float = opt(0.0, "the share of fake places in each batch given to self-blends of real training crops "
+                          "(any root): blending boundaries without any generator's fingerprint")
     augment: bool = opt(True, "flips, crop jitter, colour, JPEG, blur, noise, rescaling")
     augment_strength: float = opt(1.0, "scales the chance of each corruption (colour, rescaling, blur, noise, JPEG); "
                                        "from scratch, full strength hides the faint artefacts the net must first find")
@@ -123,6 +125,8 @@ def resolve(cfg: Config) -> Config:
         raise ValueError(f"--ema-bn-images must be >= 1 with --ema-decay, got {cfg.ema_bn_images}")
     if cfg.batch_size < 2:
         raise ValueError(f"--batch-size must be >= 2 (batch norm), got {cfg.batch_size}")
+    if not 0.0 <= cfg.sbi <= 1.0:
+        raise ValueError(f"--sbi must be a share of the fake places from 0 to 1, got {cfg.sbi}")
     if not 0.0 <= cfg.root_balance <= 1.0:
         raise ValueError(f"--root-balance must be from 0 (equal shares) to 1 (shares by size), got {cfg.root_balance}")
     return replace(
@@ -167,12 +171,12 @@ def load_splits(cfg: Config, split: str, detector: Detector) -> list[CachedSplit
     ]
 
 
-def describe_data(train: list[CachedSplit], valid: list[CachedSplit]) -> str:
+def describe_data(train: list[CachedSplit], valid: list[CachedSplit], cfg: Config) -> str:
     """One line per root for the weights' ``training_data``."""
     return "; ".join(
         f"{t.root}: train {len(t.labels)} ({int((t.labels == 0).sum())} real / {int(t.labels.sum())} fake), "
         f"valid {len(v.labels)}" for t, v in zip(train, valid)
-    )
+    ) + (f"; self-blends of the real crops fill {cfg.sbi:.0%} of the fake places" if cfg.sbi else "")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -309,10 +313,10 @@ def main(argv: list[str] | None = None) -> None:
     train_set = TrainSet(train, cfg.seed, cfg.augment, cfg.augment_strength)
     n_batches = cfg.steps_per_epoch or max(1, len(train_set) // cfg.batch_size)
     sampler = BalancedBatchSampler(train_set.groups, cfg.batch_size, n_batches, cfg.seed,
-                                   group_shares(train_set, cfg.root_balance))
+                                   group_shares(train_set, cfg.root_balance), cfg.sbi)
     valid = ValidSet.join(valid_splits)
     bn_images = bn_sample(train_set, cfg.ema_bn_images, cfg.seed) if ema is not None else None
-    training_data = describe_data(train, valid_splits)
+    training_data = describe_data(train, valid_splits, cfg)
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     beside(cfg, ".config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     print(f"device={device} arch={cfg.arch} img_size={cfg.img_size} init={cfg.init} steps/epoch={n_batches} | {training_data}")

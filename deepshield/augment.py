@@ -3,6 +3,8 @@ a shortcut to the label."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -63,3 +65,45 @@ def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     if not ok:
         raise ValueError(f"JPEG encoding failed at quality {quality}")
     return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+PERTURBATIONS = {"jpeg": "re-encode as JPEG at quality N (1-100)", "scale": "downscale by F (0-1) and back up",
+                 "blur": "Gaussian blur of sigma S pixels"}
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """A fixed corruption of a whole image, the kind a copy picks up on its way to a user (a messaging app's
+    re-compression, a thumbnail blown back up, a soft re-upload): what ``evaluate.py --perturb`` re-scores under."""
+
+    kind: str
+    amount: float
+
+    @classmethod
+    def parse(cls, spec: str) -> Perturbation:
+        """``jpeg:70``, ``scale:0.5``, ``blur:1.5``. Raises: ValueError naming the spec and what is accepted."""
+        kind, _, value = spec.strip().partition(":")
+        error = ValueError(f"perturbation {spec!r}: expected KIND:NUMBER, one of "
+                           f"{'; '.join(f'{k}: {v}' for k, v in PERTURBATIONS.items())}")
+        try:
+            amount = float(value)
+        except ValueError:
+            raise error from None
+        valid = {"jpeg": 1 <= amount <= 100 and amount == int(amount), "scale": 0 < amount < 1, "blur": amount > 0}
+        if not valid.get(kind, False):
+            raise error
+        return cls(kind, amount)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.amount:g}"
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Args/Returns: RGB uint8 (H, W, 3), same shape."""
+        if self.kind == "jpeg":
+            return jpeg(image, int(self.amount))
+        if self.kind == "blur":
+            return cv2.GaussianBlur(image, (0, 0), sigmaX=self.amount)
+        height, width = image.shape[:2]
+        small = (max(1, round(width * self.amount)), max(1, round(height * self.amount)))
+        return cv2.resize(cv2.resize(image, small, interpolation=cv2.INTER_AREA), (width, height),
+                          interpolation=cv2.INTER_LINEAR)

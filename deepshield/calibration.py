@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .metrics import fit_temperature, group_weights, logit, pick_threshold, sigmoid
+from .metrics import fit_temperature, logit, pick_threshold, root_class_weights, sigmoid
 from .weights import ModelMeta
 
 DEFAULT_UNCERTAIN_BAND = 0.1  # |P(fake) - threshold| below this is reported as uncertain
@@ -39,9 +39,11 @@ class Calibration:
 
     @classmethod
     def fit(cls, labels: np.ndarray, logits: np.ndarray, groups: np.ndarray | None = None) -> Calibration:
-        """The temperature minimising the NLL, every group (data root) weighing the same so the largest does
-        not set it for all; then the threshold on calibrated P(fake) maximising Youden's J."""
-        temperature = fit_temperature(labels, logits, weights=None if groups is None else group_weights(groups))
+        """The temperature minimising the NLL, each class weighing half and every group (data root) the same
+        within it (``root_class_weights``), so neither the largest root nor a one-class root sets it for all;
+        then the threshold on calibrated P(fake) maximising Youden's J."""
+        weights = None if groups is None else root_class_weights(groups, labels)
+        temperature = fit_temperature(labels, logits, weights=weights)
         return cls(temperature, pick_threshold(labels, sigmoid(logits / temperature)))
 
     def prob(self, logits: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ from . import __version__
 from .augment import augment
 from .crops import CropRecipe
 from .media import DEFAULT_MAX_PIXELS, load_image
+from .sbi import self_blend
 
 CLASSES = ("real", "fake")  # folder names, in label order (ModelMeta.labels is ("Real", "Fake"))
 SPLITS = ("train", "valid", "test")
@@ -38,18 +39,21 @@ def default_cache_dir() -> Path:
 
 
 def list_labelled(folder: str | os.PathLike, exts: frozenset[str] = IMAGE_EXTS) -> tuple[list[Path], np.ndarray]:
-    """Files under ``folder/real`` and ``folder/fake`` with one of ``exts``, sorted by name.
+    """Files under ``folder/real`` and ``folder/fake`` with one of ``exts``, sorted by name. A folder may hold
+    one class only (a one-class root, such as generated faces with no real counterpart).
 
     Returns: paths and labels (N,) int64, 0 = real, 1 = fake.
-    Raises: FileNotFoundError naming a missing class folder; ValueError if a class folder has no file.
+    Raises: FileNotFoundError when neither class folder exists; ValueError if a class folder has no file.
     """
     folder = Path(folder)
-    missing = [str(folder / name) for name in CLASSES if not (folder / name).is_dir()]
-    if missing:
-        raise FileNotFoundError(f"missing class folder {' and '.join(missing)} (expected {folder}/{{real,fake}}/)")
+    present = [name for name in CLASSES if (folder / name).is_dir()]
+    if not present:
+        raise FileNotFoundError(f"{folder}: no class folder (expected {folder}/real/ and/or {folder}/fake/)")
     paths: list[Path] = []
     labels: list[int] = []
     for label, name in enumerate(CLASSES):
+        if name not in present:
+            continue
         class_dir = folder / name
         found = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in exts and p.is_file())
         if not found:
@@ -60,7 +64,7 @@ def list_labelled(folder: str | os.PathLike, exts: frozenset[str] = IMAGE_EXTS) 
 
 
 def list_split(root: str | os.PathLike, split: str) -> tuple[list[Path], np.ndarray]:
-    """Images of ``root/split/{real,fake}``. Returns: paths and 0/1 labels (see ``list_labelled``)."""
+    """Images of ``root/split/{real,fake}`` (or one of them). Returns: paths and 0/1 labels (see ``list_labelled``)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     root = Path(root)
@@ -190,38 +194,64 @@ def _cache_key(paths: list[Path], recipe: CropRecipe, face_crop: bool) -> str:
 
 class TrainSet(Dataset):
     """Crops of several cached splits; sample ``k`` of epoch ``e`` is augmented with the RNG seeded
-    (seed, e, k), so a run is reproducible whatever the number of workers, and across --resume."""
+    (seed, e, k), so a run is reproducible whatever the number of workers, and across --resume.
+
+    Index ``len(self) + k`` is a self-blend (``deepshield.sbi``) of real crop ``k``, labelled fake: the batch
+    sampler asks for those with ``sbi``.
+    """
 
     def __init__(self, splits: list[CachedSplit], seed: int, augment: bool, strength: float = 1.0) -> None:
         self.splits, self.seed, self.augment, self.strength, self.epoch = splits, seed, augment, strength, 0
         self.items = [(s, i) for s, split in enumerate(splits) for i in range(len(split.labels))]
         # Group = (root, class): the unit the batch sampler balances.
         self.groups = np.array([2 * s + int(splits[s].labels[i]) for s, i in self.items])
+        labels = np.concatenate([split.labels for split in splits])
+        if len(np.unique(labels)) < 2:
+            raise ValueError(f"training needs real and fake images; the roots {[str(s.root) for s in splits]} "
+                             f"hold {CLASSES[int(labels[0])]} images only")
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, k: int) -> tuple[np.ndarray, int]:
+        blend, k = k >= len(self.items), k % len(self.items)
         s, i = self.items[k]
         image = np.array(self.splits[s].images[i])  # a copy: the cache may be a read-only memory map
+        label = int(self.splits[s].labels[i])
+        # Plain crops keep the seeding they always had, so earlier runs stay reproducible.
+        rng = np.random.default_rng((self.seed, self.epoch, k, 1) if blend else (self.seed, self.epoch, k))
+        if blend:
+            if label != 0:
+                raise ValueError(f"item {k} is fake: only real crops are self-blended")
+            image, label = self_blend(image, rng)[0], 1
         if self.augment:
-            image = augment(image, np.random.default_rng((self.seed, self.epoch, k)), self.strength)
-        return image, int(self.splits[s].labels[i])
+            image = augment(image, rng, self.strength)
+        return image, label
 
 
 class BalancedBatchSampler(Sampler[list[int]]):
     """Batches holding a fixed share of every group (equal shares unless ``shares`` (one per sorted group,
     summing to 1) says otherwise; fractional places go to a random few, in proportion); each group is drawn
-    in reshuffled passes, so small groups repeat within an epoch and large ones are subsampled."""
+    in reshuffled passes, so small groups repeat within an epoch and large ones are subsampled.
+
+    ``sbi``: the chance that a fake place is given to a self-blend of a real crop instead (drawn from every
+    root's reals; yielded as ``len(groups) + index``, see ``TrainSet``). Even groups are real, odd fake.
+    """
 
     def __init__(self, groups: np.ndarray, batch_size: int, n_batches: int, seed: int,
-                 shares: np.ndarray | None = None) -> None:
+                 shares: np.ndarray | None = None, sbi: float = 0.0) -> None:
         self.members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
         self.batch_size, self.n_batches, self.seed, self.epoch = batch_size, n_batches, seed, 0
         shares = np.full(len(self.members), 1 / len(self.members)) if shares is None else np.asarray(shares, float)
         if shares.shape != (len(self.members),) or (shares < 0).any() or not np.isclose(shares.sum(), 1.0):
             raise ValueError(f"shares must be {len(self.members)} non-negative numbers summing to 1, got {shares}")
-        self.quota = batch_size * shares
+        if not 0.0 <= sbi <= 1.0:
+            raise ValueError(f"sbi must be a share from 0 to 1, got {sbi}")
+        self.quota, self.sbi, self.n_items = batch_size * shares, sbi, len(groups)
+        self.fake = groups % 2 == 1
+        self.reals = np.flatnonzero(~self.fake)
+        if sbi > 0 and not len(self.reals):
+            raise ValueError("sbi needs real training images to blend")
 
     def __len__(self) -> int:
         return self.n_batches
@@ -229,6 +259,7 @@ class BalancedBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng((self.seed, self.epoch, 1))
         streams = [_reshuffled(m, rng) for m in self.members]
+        blends = _reshuffled(self.reals, np.random.default_rng((self.seed, self.epoch, 3))) if self.sbi else None
         base = np.floor(self.quota + 1e-9).astype(int)
         extra, fraction = self.batch_size - base.sum(), np.clip(self.quota - base, 0, None)
         equal = np.allclose(self.quota, self.quota[0])
@@ -240,18 +271,27 @@ class BalancedBatchSampler(Sampler[list[int]]):
             elif extra:
                 counts[rng.choice(len(streams), extra, replace=False, p=fraction / fraction.sum())] += 1
             batch = [int(next(s)) for s, n in zip(streams, counts) for _ in range(n)]
+            if blends is not None:
+                batch = self._blend(batch, blends, rng)
             yield [batch[i] for i in rng.permutation(len(batch))]
+
+    def _blend(self, batch: list[int], blends: Iterator[int], rng: np.random.Generator) -> list[int]:
+        """Give each fake place, with chance ``sbi``, to a self-blend of the next real crop."""
+        swap = rng.random(len(batch)) < self.sbi
+        return [self.n_items + int(next(blends)) if self.fake[k] and s else k for k, s in zip(batch, swap)]
 
 
 def group_shares(train_set: TrainSet, root_balance: float) -> np.ndarray:
-    """Each (root, class) group's share of a batch, in sorted group order: a root's share grows as (its
-    training images) ** ``root_balance``, and its classes split it equally (a root with one class gives
-    that class the root's whole share)."""
+    """Each (root, class) group's share of a batch, in sorted group order: each class has half the batch,
+    split among the roots that hold it in proportion to (their training images) ** ``root_balance``. (Where
+    every root holds both classes, that is a root's share growing as its size ** P, split equally between
+    its classes; a one-class root fills only its class's places.)"""
     groups = np.unique(train_set.groups)
-    roots = groups // 2
+    roots, classes = groups // 2, groups % 2
     sizes = np.array([len(train_set.splits[r].labels) for r in roots], dtype=np.float64)
-    per_root = sizes ** root_balance / np.bincount(roots)[roots]  # split among the root's classes
-    return per_root / per_root.sum()
+    weight = sizes ** root_balance
+    per_class = np.array([weight[classes == c].sum() for c in classes])
+    return 0.5 * weight / per_class
 
 
 def _reshuffled(indices: np.ndarray, rng: np.random.Generator) -> Iterator[int]:

@@ -177,6 +177,33 @@ def group_weights(groups: np.ndarray) -> np.ndarray:
     return len(inverse) / (len(counts) * counts[inverse])
 
 
+def root_class_weights(roots: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-sample weights (N,) giving each class half the total weight, shared equally by the roots that hold
+    that class (as ``data.group_shares`` fills batches), so neither the largest root nor a one-class root
+    sets a fit for all. They sum to N."""
+    roots, labels = np.asarray(roots), np.asarray(labels)
+    weights = np.zeros(len(labels))
+    for c in np.unique(labels):
+        mine = labels == c
+        weights[mine] = group_weights(roots[mine]) / len(np.unique(labels))
+    return weights
+
+
+def paired_with(roots: np.ndarray, labels: np.ndarray, root: int) -> tuple[np.ndarray, list[int]]:
+    """The samples that measure ``root``: its own, plus, when it holds one class only, every other root's
+    samples of the other class (its test fakes against their test reals, say).
+
+    Returns: a boolean mask (N,) and the other roots taken (empty for a two-class root).
+    """
+    roots, labels = np.asarray(roots), np.asarray(labels)
+    mine = roots == root
+    held = np.unique(labels[mine])
+    if len(held) != 1:
+        return mine, []
+    others = (roots != root) & (labels != held[0])
+    return mine | others, sorted(int(r) for r in np.unique(roots[others]))
+
+
 def fit_temperature(labels: np.ndarray, logits: np.ndarray, iterations: int = 80, weights: np.ndarray | None = None) -> float:
     """Temperature T minimising ``nll(labels, logits, T, weights)``, by golden-section search over log T in
     [T_MIN, T_MAX] (the NLL is convex in 1/T, so unimodal in log T)."""

@@ -18,7 +18,7 @@ from .calibration import Calibration
 from .data import ValidSet
 from .detector import Detector
 from .media import atomic_path
-from .metrics import ece, group_weights, nll, roc_auc, sigmoid, summary
+from .metrics import ece, nll, paired_with, roc_auc, root_class_weights, sigmoid, summary
 from .model import DeepfakeCNN, reestimate_batchnorm
 
 
@@ -102,8 +102,9 @@ def load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, s
         raise FileNotFoundError(f"--resume: training state {path} not found (is --out the same as before?)")
     state = torch.load(path, map_location="cpu", weights_only=True)  # plain values only: no unpickling
     # States saved before a setting existed ran with its then default.
-    before = {"schedule": "two-phase" if state["config"]["init"] == "imagenet" else "cosine", "root_balance": 0.0}
-    for key in ("arch", "img_size", "use_fft", "init", "ema_decay", "schedule", "root_balance"):
+    before = {"schedule": "two-phase" if state["config"]["init"] == "imagenet" else "cosine", "root_balance": 0.0,
+              "sbi": 0.0}
+    for key in ("arch", "img_size", "use_fft", "init", "ema_decay", "schedule", "root_balance", "sbi"):
         saved = state["config"].get(key, before.get(key))
         if saved != getattr(cfg, key):
             raise ValueError(f"--resume: {key}={getattr(cfg, key)!r} but {path} was trained with {saved!r}")
@@ -162,11 +163,11 @@ def validation_metrics(valid: ValidSet, logits: np.ndarray) -> dict[str, Any]:
     probs = calibration.prob(logits)
     per_root = {}
     for r, root in enumerate(valid.roots):
-        mine = valid.root_ids == r
+        mine, others = paired_with(valid.root_ids, labels, r)
         if len(np.unique(labels[mine])) == 2:
             per_root[root] = {"n": int(mine.sum()), "roc_auc": roc_auc(labels[mine], probs[mine]),
-                              "ece": ece(labels[mine], probs[mine])}
-    weights = group_weights(valid.root_ids)
+                              "ece": ece(labels[mine], probs[mine]), "paired_with": [valid.roots[o] for o in others]}
+    weights = root_class_weights(valid.root_ids, labels)
     return {"temperature": temperature, "threshold": threshold, "nll_uncalibrated": nll(labels, logits),
             "nll_root_balanced_uncalibrated": nll(labels, logits, 1.0, weights),
             "nll_root_balanced": nll(labels, logits, temperature, weights),

@@ -194,6 +194,47 @@ def test_evaluate_writes_json_csv_and_plots(trained: tuple[Path, str], roots: li
         assert (tmp_path / "plots" / name).stat().st_size > 0
 
 
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory, roots: list[Path]) -> Path:
+    """A one-class root: fakes only (stripes on another noise), as sd14-faces is."""
+    root = tmp_path_factory.mktemp("gen") / "gen"
+    make_root(root, seed=7)
+    for split in ("train", "valid", "test"):
+        shutil.rmtree(root / split / "real")
+    return root
+
+
+def test_a_one_class_root_trains_and_evaluates_against_the_other_roots_reals(
+        roots: list[Path], generated: Path, tmp_path: Path) -> None:
+    out = tmp_path / "w.safetensors"
+    done = run("train.py", "--data", *roots, generated, "--arch", "tiny", "--epochs", "1", "--batch-size", "12",
+               "--workers", "0", "--sbi", "0.5", "--cache-dir", tmp_path / "cache", "--out", out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = read_meta(out)
+    assert f"{generated}: train {PER_CLASS} (0 real / {PER_CLASS} fake)" in meta.training_data
+    assert "self-blends of the real crops fill 50% of the fake places" in meta.training_data
+    assert meta.metrics["per_root"][str(generated)]["paired_with"] == [str(r) for r in roots]
+    done = run("evaluate.py", "--data", roots[1], generated, "--weights", out, "--device", "cpu",
+               "--json", tmp_path / "r.json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "r.json").read_text())["roots"]
+    assert report[str(generated)]["n"] == 2 * PER_CLASS  # its fakes and beta's reals
+    assert report[str(generated)]["paired_with"] == [str(roots[1])] and report[str(roots[1])]["paired_with"] == []
+    assert "gen holds one class: measured with the other class of beta" in done.stdout
+
+
+def test_evaluate_perturb_reports_auc_per_corruption(trained: tuple[Path, str], roots: list[Path], tmp_path: Path) -> None:
+    done = run("evaluate.py", "--data", *roots, "--weights", trained[0], "--device", "cpu", "--limit", "4",
+               "--perturb", "jpeg:50,scale:0.5", "--json", tmp_path / "r.json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    perturbed = json.loads((tmp_path / "r.json").read_text())["perturbed"]
+    assert list(perturbed) == ["jpeg:50", "scale:0.5"]
+    assert all(perturbed[p]["overall"]["n"] == 16 and 0 <= perturbed[p]["overall"]["roc_auc"] <= 1 for p in perturbed)
+    assert re.search(r"^jpeg:50 .*\d\.\d{4} \([+-]\d\.\d{4}\)", done.stdout, flags=re.M)
+    bad = run("evaluate.py", "--data", *roots, "--weights", trained[0], "--perturb", "jpeg:500")
+    assert bad.returncode == 2 and "jpeg: re-encode as JPEG at quality N (1-100)" in bad.stderr
+
+
 # --- deepshield.data ---------------------------------------------------------------------------------
 
 
@@ -203,9 +244,15 @@ def test_list_split_and_missing_folders(roots: list[Path], tmp_path: Path) -> No
     assert all(p.parent.name == ("fake" if y else "real") for p, y in zip(paths, labels))
     with pytest.raises(FileNotFoundError, match="nowhere"):
         list_split(tmp_path / "nowhere", "train")
-    (tmp_path / "half" / "train" / "real").mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match="fake"):
-        list_split(tmp_path / "half", "train")
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="real/ and/or .*fake/"):
+        list_split(tmp_path / "empty", "train")
+    (tmp_path / "empty" / "train" / "real").mkdir()
+    with pytest.raises(ValueError, match="no files"):
+        list_split(tmp_path / "empty", "train")
+    fakes_only = tmp_path / "fakes" / "train" / "fake"
+    shutil.copytree(roots[0] / "train" / "fake", fakes_only)
+    assert list_split(tmp_path / "fakes", "train")[1].tolist() == [1] * PER_CLASS  # a one-class root
     with pytest.raises(ValueError, match="split"):
         list_split(roots[0], "validation")
 

@@ -62,3 +62,16 @@ def test_aggregate_mean_over_frames_with_faces_and_vote() -> None:
     assert (score.frames_with_face, score.fake_frames, score.real_frames, score.majority_fake) == (3, 2, 1, True)
     nothing = V.aggregate([None, None], threshold=0.5)
     assert (nothing.prob_fake, nothing.face_found) == (0.5, False)
+
+
+def test_the_other_aggregates_weigh_confident_frames() -> None:
+    swap_in_a_third = [0.1] * 20 + [0.95] * 12  # a face swap visible in 12 of 32 frames
+    assert V.aggregate(swap_in_a_third, 0.5).prob_fake < 0.5  # the mean averages it away
+    assert V.aggregate(swap_in_a_third, 0.5, "confident").prob_fake == pytest.approx(0.95)
+    assert V.aggregate(swap_in_a_third, 0.5, "p90").prob_fake == pytest.approx(0.95)
+    clean = [0.05] * 30 + [0.6] * 2
+    assert V.aggregate(clean, 0.5, "confident").prob_fake == pytest.approx(0.05)  # nine in ten confidently real
+    mixed = [0.3, 0.4, 0.6, 0.7]
+    assert V.aggregate(mixed, 0.5, "confident").prob_fake == pytest.approx(0.5)  # no confident majority: the mean
+    with pytest.raises(ValueError, match="unknown video aggregate 'max'"):
+        V.aggregate(mixed, 0.5, "max")
