@@ -1,4 +1,5 @@
-"""Command line: ``python -m deepshield predict PATH [PATH...]`` for images and videos, and
+"""Command line: ``python -m deepshield predict PATH [PATH...]`` for images and videos,
+``python -m deepshield export --onnx OUT.onnx`` for other runtimes, and
 ``python -m deepshield publish --model REPO [--space SPACE] [--dry-run]`` for the Hugging Face Hub."""
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 
-from .detector import Detector, ImageResult, VideoResult, load_detector, shown_label
-from .cli import EXIT_BAD_INPUT, add_detector_args, check_threshold
+from .detector import Detector, ImageResult, VideoResult, shown_label
+from .cli import EXIT_BAD_INPUT, add_detector_args, check_threshold, detector_from_args
 from .media import sniff_media, write_image
 from .video import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES, check_n_frames
 
@@ -26,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--gradcam", type=Path, metavar="OUT_DIR", help="write a Grad-CAM overlay PNG per input here")
     predict.add_argument("--json", action="store_true", help="print one JSON object per input")
     add_detector_args(predict)
+    export = commands.add_parser("export", help="write the classifier as ONNX, its metadata inside")
+    export.add_argument("--onnx", type=Path, required=True, metavar="OUT.onnx", help="where to write it")
+    export.add_argument("--weights", type=Path, metavar="FILE", help="a .safetensors weights file (default: as "
+                        "load_detector finds it)")
     publish = commands.add_parser("publish", help="upload the weights as a Hub model repo (and the app as a Space)")
     publish.add_argument("--model", required=True, metavar="REPO_ID", help="model repo, e.g. you/deepshield-lite0")
     publish.add_argument("--space", metavar="SPACE_ID", help="also upload the app as this Gradio Space")
@@ -57,7 +62,7 @@ def run_predict(args: argparse.Namespace) -> int:
     try:
         check_n_frames(args.frames, "--frames")
         check_threshold(args.threshold)
-        detector = load_detector(args.weights, device=args.device, face_model=args.face_model)
+        detector = detector_from_args(args)
     except (FileNotFoundError, ValueError) as err:
         print(f"deepshield: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -101,9 +106,26 @@ def run_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+    from .weights import find_weights, load_weights
+
+    try:
+        path = find_weights(args.weights)
+        model, meta = load_weights(path)
+        out = export_onnx(model, meta, args.onnx)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"deepshield: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"{out}: {meta.arch} @ {meta.img_size} px from {path} ({out.stat().st_size / 1e6:.1f} MB), input 'crops' "
+          f"(N, 3, {meta.img_size}, {meta.img_size}) float32, output 'logit' (N,); metadata: the weights'")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_publish(args) if args.command == "publish" else run_predict(args)
+    commands = {"publish": run_publish, "export": run_export, "predict": run_predict}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import torch
 
 from .calibration import DEFAULT_UNCERTAIN_BAND, Calibration, Verdict
 from .crops import CropRecipe, Window, resize_crop
+from .export import OnnxScorer, onnx_bytes, require_onnxruntime, resolve_backend
 from .faces import CropSpec, Face, FaceDetector, default_face_model
 from .gradcam import class_maps, grad_cam, overlay, paste_map, target_layer
 from .media import DEFAULT_MAX_PIXELS, ImageInput, load_image
@@ -106,19 +107,25 @@ def shown_label(label: str, uncertain: bool) -> str:
 class Detector:
     """A loaded model with its face detector and calibration. Thread-safe for inference."""
 
-    def __init__(self, model: DeepfakeCNN, meta: ModelMeta, faces: FaceDetector, device: torch.device,
+    def __init__(self, model: DeepfakeCNN | None, meta: ModelMeta, faces: FaceDetector, device: torch.device,
                  weights_path: Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 uncertain_band: float = DEFAULT_UNCERTAIN_BAND, cam_stage: str = "last") -> None:
-        self.model = model.to(device).eval()
-        if device.type == "cpu":  # ~2x faster convolutions on CPU; inputs arrive channels-last already
+                 uncertain_band: float = DEFAULT_UNCERTAIN_BAND, cam_stage: str = "last",
+                 scorer: OnnxScorer | None = None) -> None:
+        """``scorer``: score with ONNX Runtime instead of ``model`` (Grad-CAM still uses ``model``, which is
+        None for a detector loaded from an ONNX file alone: it scores but cannot explain)."""
+        if model is None and scorer is None:
+            raise ValueError("a Detector needs a model, an ONNX scorer, or both")
+        self.model = model.to(device).eval() if model is not None else None
+        if self.model is not None and device.type == "cpu":  # ~2x faster convolutions on CPU; inputs arrive channels-last
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.scorer = scorer
         self.meta = meta
         self.device = device
         self.weights_path = weights_path
         self.max_pixels = max_pixels
         self.calibration = Calibration.from_meta(meta, uncertain_band)
         self.recipe = CropRecipe(faces, CropSpec(meta.crop_scale), meta.img_size)
-        self.cam_layer = target_layer(self.model, cam_stage)
+        self.cam_layer = target_layer(self.model, cam_stage) if self.model is not None else None
         # One model call at a time: Grad-CAM hooks the shared model, so a forward from another thread must
         # not run while they are in place. Decoding and face detection stay concurrent.
         self._model_lock = threading.Lock()
@@ -129,6 +136,11 @@ class Detector:
     def uncertain_band(self) -> float:
         """|P(fake) - threshold| below this is reported as uncertain (part of ``calibration``)."""
         return self.calibration.uncertain_band
+
+    @property
+    def backend(self) -> str:
+        """What scores: "onnx" (ONNX Runtime) or "torch". Grad-CAM always runs in torch."""
+        return "onnx" if self.scorer is not None else "torch"
 
     @property
     def faces(self) -> FaceDetector:
@@ -150,6 +162,8 @@ class Detector:
             "face_detector": self.faces.name,
             "face_detector_source": self.faces.source,
             "device": str(self.device),
+            "backend": self.backend,
+            "explains": self.model is not None,
         }
 
     # --- building blocks -------------------------------------------------------------------------
@@ -177,6 +191,11 @@ class Detector:
         """P(fake) per crop and, when ``explain``, each crop's Grad-CAM map for its own verdict."""
         batch = self.preprocess(crops)
         threshold = self.threshold(threshold)
+        if explain and self.model is None:
+            raise ValueError(f"Grad-CAM needs the PyTorch weights (.safetensors): {self.weights_path} is an ONNX "
+                             "file, which scores but cannot explain")
+        if not explain and self.scorer is not None:
+            return self.calibration.prob(self.scorer(batch.cpu().numpy())), None  # ONNX Runtime is thread-safe
         if not explain:
             with self._model_lock, torch.inference_mode():
                 return self.probabilities(self.model(batch)), None
@@ -303,17 +322,30 @@ class Detector:
 def load_detector(weights: str | os.PathLike | None = None, *, device: str | None = None,
                   face_model: str | os.PathLike | None = None, hub_repo: str | None = None,
                   cache_dir: str | os.PathLike | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                  cam_stage: str = "last") -> Detector:
-    """Find and load the weights (see ``find_weights``), pick the device and the face detector.
+                  cam_stage: str = "last", backend: str | None = None) -> Detector:
+    """Find and load the weights (see ``find_weights``), pick the device, the scoring backend and the face detector.
 
     Args:
-        weights: a .safetensors file; default: ``$DEEPSHIELD_WEIGHTS``, ``weights/``, the Hub cache.
+        weights: a .safetensors file, or an .onnx file from ``python -m deepshield export`` (ONNX Runtime
+            scores; no Grad-CAM); default: ``$DEEPSHIELD_WEIGHTS``, ``weights/``, the Hub cache.
         device: "cpu", "cuda", "mps"...; default ``$DEEPSHIELD_DEVICE`` or the best available.
         face_model: a YuNet .onnx file; default ``$DEEPSHIELD_FACE_MODEL`` or
             ``weights/face_detection_yunet.onnx`` if present, else OpenCV's Haar cascade.
+        backend: "torch" or "onnx" (ONNX Runtime scores, on CPU; torch still explains); default
+            ``$DEEPSHIELD_BACKEND`` or "torch".
+    Raises: FileNotFoundError, or ValueError for unreadable weights or the onnx backend without onnxruntime.
     """
     path = find_weights(weights, hub_repo, cache_dir)
-    torch_device = resolve_device(device)
-    model, meta = load_weights(path, torch_device)
     faces = FaceDetector(face_model or default_face_model())
-    return Detector(model, meta, faces, torch_device, weights_path=path, max_pixels=max_pixels, cam_stage=cam_stage)
+    if path.suffix.lower() == ".onnx":
+        scorer = OnnxScorer(path)
+        return Detector(None, scorer.meta, faces, torch.device("cpu"), weights_path=path, max_pixels=max_pixels,
+                        scorer=scorer)
+    backend = resolve_backend(backend)
+    if backend == "onnx":
+        require_onnxruntime()  # before the export, which needs the onnx package as well
+    torch_device = resolve_device("cpu" if backend == "onnx" else device)
+    model, meta = load_weights(path, torch_device)
+    scorer = OnnxScorer(onnx_bytes(model, meta)) if backend == "onnx" else None
+    return Detector(model, meta, faces, torch_device, weights_path=path, max_pixels=max_pixels, cam_stage=cam_stage,
+                    scorer=scorer)

@@ -36,7 +36,8 @@ def confusion_matrix(labels: np.ndarray, scores: np.ndarray, threshold: float = 
 
 
 def threshold_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Accuracy, balanced accuracy, precision, recall and F1 of the "fake" class at ``threshold``.
+    """Accuracy, balanced accuracy, precision, recall, F1 of the "fake" class and the false-positive rate (reals
+    called fake) at ``threshold``.
 
     Undefined ratios (e.g. precision with no predicted fake) are 0.
     """
@@ -50,6 +51,7 @@ def threshold_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float =
         "precision": float(precision),
         "recall": float(recall),
         "f1": float(2 * precision * recall / (precision + recall)) if precision + recall else 0.0,
+        "false_positive_rate": float(1.0 - specificity) if tn + fp else 0.0,
     }
 
 

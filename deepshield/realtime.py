@@ -30,9 +30,9 @@ import cv2
 import numpy as np
 import torch
 
-from .detector import Detector, ImageResult, load_detector, shown_label
+from .detector import Detector, ImageResult, shown_label
 from .draw import FpsMeter, annotate
-from .cli import EXIT_BAD_INPUT, add_detector_args, check_threshold, usable_cores
+from .cli import EXIT_BAD_INPUT, add_detector_args, check_threshold, detector_from_args, usable_cores
 from .video import probe_video
 
 WINDOW = "DeepShield (Q quits)"
@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     options = Options(args.every, args.gradcam, args.threshold, show, args.output, args.json, args.max_frames)
     threads = torch.get_num_threads()
     try:
-        detector = load_detector(args.weights, device=args.device, face_model=args.face_model)
+        detector = detector_from_args(args)
         torch.set_num_threads(args.threads)
         totals = run(detector, capture, source, options)
     except (FileNotFoundError, ValueError) as err:

@@ -11,6 +11,8 @@ is random too. Only the copy is altered, so a self-blend equals its source where
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -99,3 +101,26 @@ def example_grid(images: np.ndarray, seed: int = 0, columns: int = 6) -> np.ndar
         tiles.append(np.zeros_like(tiles[0]))
     rows = [np.concatenate(tiles[i : i + columns], axis=1) for i in range(0, len(tiles), columns)]
     return np.concatenate(rows, axis=0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m deepshield.sbi IMAGE OUT.png [--n 12] [--size 160]``: self-blends of the face in IMAGE (the
+    model card's picture is made from the public-domain examples/astronaut.jpg)."""
+    import argparse
+
+    from .crops import CropRecipe
+    from .faces import FaceDetector
+    from .media import load_image, write_image
+
+    parser = argparse.ArgumentParser(description=main.__doc__.split(":")[0])
+    parser.add_argument("image")
+    parser.add_argument("out")
+    parser.add_argument("--n", type=int, default=12, help="self-blends to draw (default 12)")
+    parser.add_argument("--size", type=int, default=160, help="crop side, as the model sees it (default 160)")
+    args = parser.parse_args(argv)
+    crop = CropRecipe(FaceDetector(), size=args.size).main_crop(load_image(args.image))
+    write_image(Path(args.out), example_grid(np.stack([crop] * args.n), columns=3), jpeg_quality=95)
+
+
+if __name__ == "__main__":
+    main()

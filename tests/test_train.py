@@ -235,6 +235,21 @@ def test_evaluate_perturb_reports_auc_per_corruption(trained: tuple[Path, str], 
     assert bad.returncode == 2 and "jpeg: re-encode as JPEG at quality N (1-100)" in bad.stderr
 
 
+def test_evaluate_subset_reports_the_listed_images(trained: tuple[Path, str], roots: list[Path], tmp_path: Path) -> None:
+    listed = tmp_path / "some.txt"
+    listed.write_text("# three reals\ntest/real/000.jpg\ntest/real/001.jpg\n\ntest/real/002.jpg  # last\n")
+    done = run("evaluate.py", "--data", *roots, "--weights", trained[0], "--device", "cpu", "--subset", listed,
+               "--json", tmp_path / "r.json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "r.json").read_text())["subsets"][str(listed)]
+    assert report["n"] == report["n_real"] == 3  # a listed path is the first root's that has it
+    assert report["false_positive_rate"] == report["confusion_matrix"][0][1] / 3
+    assert f"subset {listed}: 3 images;" in done.stdout
+    listed.write_text("test/real/999.jpg\n")
+    bad = run("evaluate.py", "--data", *roots, "--weights", trained[0], "--device", "cpu", "--subset", listed)
+    assert bad.returncode == 1 and "1 of 1 listed images were not scored" in bad.stderr and "Traceback" not in bad.stderr
+
+
 # --- deepshield.data ---------------------------------------------------------------------------------
 
 
