@@ -31,6 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--onnx", type=Path, required=True, metavar="OUT.onnx", help="where to write it")
     export.add_argument("--weights", type=Path, metavar="FILE", help="a .safetensors weights file (default: as "
                         "load_detector finds it)")
+    scan = commands.add_parser("scan", help="score every image and video under folders into Parquet / CSV tables")
+    scan.add_argument("paths", nargs="+", metavar="PATH", help="folders (walked) and files")
+    scan.add_argument("--out", type=Path, required=True, metavar="OUT.parquet|OUT.csv",
+                      help="the per-file table; the per-face table goes beside it as OUT.faces.parquet|csv")
+    scan.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help=f"frames sampled per video, {MIN_FRAMES}-{MAX_FRAMES} (default {DEFAULT_FRAMES})")
+    scan.add_argument("--workers", type=int, default=-1, metavar="N", help="worker processes, each with its own "
+                      "detector and cores/N threads; 0: this process (default: half the usable cores, at least 1)")
+    scan.add_argument("--ray", metavar="ADDRESS", help="run on Ray instead: a cluster address, auto, or local "
+                      "(pip install 'ray[data]')")
+    scan.add_argument("--flush-every", type=int, default=32, metavar="N", help="write finished rows every N files "
+                      "(and every 10 s) (default 32)")
+    add_detector_args(scan, threshold=False)
     publish = commands.add_parser("publish", help="upload the weights as a Hub model repo (and the app as a Space)")
     publish.add_argument("--model", required=True, metavar="REPO_ID", help="model repo, e.g. you/deepshield-lite0")
     publish.add_argument("--space", metavar="SPACE_ID", help="also upload the app as this Gradio Space")
@@ -122,9 +134,37 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_scan(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .cli import usable_cores
+    from .scan import ScanJob, faces_path, run_scan
+
+    workers = args.workers if args.workers >= 0 else max(1, usable_cores() // 2)
+    kwargs = {"weights": args.weights, "device": args.device, "face_model": args.face_model, "backend": args.backend}
+    job = ScanJob(args.paths, args.out, args.frames, workers, args.ray, kwargs, args.flush_every)
+    try:
+        check_n_frames(args.frames, "--frames")
+        if args.flush_every < 1:
+            raise ValueError(f"--flush-every must be >= 1, got {args.flush_every}")
+        counts = run_scan(job, lambda total: tqdm(total=total, unit="file", desc="scan", dynamic_ncols=True))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"deepshield: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"deepshield: interrupted; finished files are saved in {args.out}.parts: run the same command "
+              "again to scan the rest", file=sys.stderr)
+        return 130
+    summary = ", ".join(f"{counts[k]} {k}" for k in ("real", "fake", "uncertain", "no face", "error", "skipped"))
+    before = counts.pop("done before")
+    print(f"scanned {sum(counts.values()) - before} files ({before} done before): "
+          f"{summary} -> {args.out}, {faces_path(args.out)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"publish": run_publish, "export": run_export, "predict": run_predict}
+    commands = {"publish": run_publish, "export": run_export, "predict": run_predict, "scan": run_scan}
     return commands[args.command](args)
 
 

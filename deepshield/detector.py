@@ -69,8 +69,9 @@ class FrameResult:
     index: int
     time_s: float | None  # None when the container gives no frame rate
     faces: int
-    prob_fake: float | None  # None when the frame has no face
+    prob_fake: float | None  # None when the frame has no face (else its most fake face's)
     prob_real: float | None
+    detections: list[FaceResult] = field(default_factory=list)  # each main face: box, detector score, P(fake)
 
 
 @dataclass
@@ -265,6 +266,7 @@ class Detector:
         probs = self._score_in_batches(crops)
         for row, frame_result in enumerate(frames):
             mine = [p for p, owner in zip(probs, owners) if owner == row]
+            frame_result.detections = [FaceResult(f.box, f.score, float(p)) for f, p in zip(kept[row], mine)]
             if mine:
                 frame_result.prob_fake = float(max(mine))
                 frame_result.prob_real = 1.0 - frame_result.prob_fake

@@ -13,10 +13,15 @@ def test_bench_prints_every_stage(tmp_path: Path, tiny_weights: Path) -> None:
     video = write_video(tmp_path / "clip.avi", 20)
     proc = subprocess.run(
         [sys.executable, "-m", "deepshield.bench", "--weights", str(tiny_weights), "--image", str(image),
-         "--video", str(video), "--frames", "4", "--repeats", "2", "--video-repeats", "1"],
+         "--video", str(video), "--frames", "4", "--repeats", "2", "--video-repeats", "1", "--realtime-frames", "12"],
         capture_output=True, text=True, cwd=REPO, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    for stage in ("decode", "face detection (haar)", "preprocess", "forward", "grad-cam", "end to end + grad-cam",
-                  "predict_video, 4 frames"):
-        assert any(line.startswith(stage) and "p50" in line and "p90" in line for line in proc.stdout.splitlines()), stage
+    lines = proc.stdout.splitlines()
+    for stage in ("decode", "face detection (haar)", "preprocess", "forward (torch)", "forward (onnx)", "grad-cam",
+                  "end to end + grad-cam", "predict_video, 4 frames"):
+        assert any(line.startswith(stage) and "p50" in line and "p90" in line for line in lines), stage
+    assert sum(line.startswith("realtime --every 3: 12 frames at ") for line in lines) == 2
+    table = lines[lines.index(next(line for line in lines if line.startswith("median"))):]
+    assert table[0].split() == ["median", "torch", "onnx"]
+    assert any(row.startswith("end to end ") and len(row.split()) == 5 for row in table)  # a number per backend
