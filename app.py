@@ -1,6 +1,6 @@
 """DeepShield web app and API, fully offline: ``python app.py`` -> http://localhost:7860.
 
-One server: the Gradio UI (Image / Video / Webcam tabs, whose events are also named ``gradio_client``
+One server: the Gradio UI (Image / Video / Webcam / Batch tabs, whose events are also named ``gradio_client``
 endpoints) mounted on a FastAPI app that adds plain REST (``deepshield/server.py``: ``/health``, ``/predict/image``,
 ``/predict/video``), a WebSocket (``/ws/webcam``) and OpenAPI docs (``/docs``).
 """
@@ -30,6 +30,7 @@ from deepshield.detector import Detector, ImageResult, shown_label
 from deepshield.media import load_image
 from deepshield.charts import donut, histogram, timeline
 from deepshield.draw import FAKE_HEX, REAL_HEX, UNSURE_HEX, FpsMeter, annotate, draw_faces
+from deepshield.scan import scan_batch, unpack
 from deepshield.server import Limits, add_api_routes
 from deepshield.video import DEFAULT_FRAMES, MAX_FRAMES, MIN_FRAMES, check_n_frames
 
@@ -86,6 +87,30 @@ FRAME_HEADERS = ["frame", "time (s)", "faces", "P(Real)", "P(Fake)"]
 
 def frame_rows(data: dict[str, Any]) -> list[list[Any]]:
     return [[f["index"], f["time_s"], f["faces"], f["prob_real"], f["prob_fake"]] for f in data.get("frames", [])]
+
+
+BATCH_HEADERS = ["file", "kind", "verdict", "P(Fake)", "faces", "frames", "error"]
+
+
+def json_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A scan row for the API: "file" rather than "path" (gradio_client would fetch a "path" as a file), and
+    no NaN (not JSON): a file without a score has P(fake) null."""
+    out = {"file": row["path"], **{k: v for k, v in row.items() if k != "path"}}
+    out["prob_fake"] = None if row["prob_fake"] != row["prob_fake"] else row["prob_fake"]
+    return out
+
+
+def batch_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """The Batch tab's table: one row per file, the verdict as a person reads it (Uncertain inside the band)."""
+    return [[r["file"], r["kind"], shown_label(r["label"], r["uncertain"]) if r["label"] else "",
+             None if r["prob_fake"] is None else round(r["prob_fake"], 4), r["faces"], r["frames"], r["error"]]
+            for r in rows]
+
+
+def batch_summary_markdown(counts: dict[str, int]) -> str:
+    keys = ("real", "fake", "uncertain", "no face", "error", "skipped")
+    return ("| files | " + " | ".join(keys) + " |\n|" + "---|" * (len(keys) + 1) + "\n"
+            f"| {sum(counts.values())} | " + " | ".join(str(counts.get(k, 0)) for k in keys) + " |")
 
 
 # --- the app ---------------------------------------------------------------------------------------
@@ -183,6 +208,23 @@ class DeepShieldApp:
         shown = annotate(frame, state.last, fps=fps, threshold=threshold, use_overlay=gradcam)
         return shown, state, state.last.to_dict() if state.last else None
 
+    def scan_batch(self, uploads: list[Upload] | None, frames: float,
+                   progress: gr.Progress = gr.Progress()) -> tuple[list[dict[str, Any]], dict[str, int], list[str]]:
+        """Several images / videos, or .zip archives of them -> (one row per file, the summary counts, the
+        per-file and per-face tables as CSV and Parquet). A bad file is a row with its error."""
+        named = [(Path(u.get("orig_name") or u["path"]).name if isinstance(u, dict) else Path(u).name, Path(upload_path(u)))
+                 for u in uploads or [] if upload_path(u)]
+        if not named:
+            raise gr.Error("Upload some files first: images, videos, or .zip archives of them.")
+        n_frames = self._guard(lambda: check_n_frames(int(frames) if isinstance(frames, (int, float)) else frames))
+        folder = self._download_folder()
+        files = self._guard(lambda: unpack(named, folder / "unpacked", self.limits.max_batch_files, self.limits.max_batch_bytes))
+        with self.gate:
+            rows, counts, tables = scan_batch(self.detector, files, n_frames, folder,
+                                              lambda i, name: progress(i / len(files), desc=f"{i + 1}/{len(files)}: {name}"))
+        shutil.rmtree(folder / "unpacked", ignore_errors=True)
+        return [json_row(r) for r in rows], dict(counts), [str(t) for t in tables]
+
     # helpers
 
     @staticmethod
@@ -200,12 +242,8 @@ class DeepShieldApp:
             raise gr.Error(f"The {kind} is {size / 2**20:.1f} MB, over the {limit / 2**20:.0f} MB limit.")
 
     def _write_downloads(self, stem: str, data: dict[str, Any]) -> list[str]:
-        """The per-frame CSV and JSON for download. Gradio copies them into its own cache when the event
-        returns, so older folders here are deleted as new ones are made."""
-        for old in self.downloads.iterdir():
-            if time.time() - old.stat().st_mtime > DOWNLOADS_KEEP_S:
-                shutil.rmtree(old, ignore_errors=True)
-        folder = Path(tempfile.mkdtemp(dir=self.downloads))
+        """The per-frame CSV and JSON for download."""
+        folder = self._download_folder()
         csv_path, json_path = folder / f"{stem}_frames.csv", folder / f"{stem}_result.json"
         with csv_path.open("w", newline="") as handle:
             writer = csv.writer(handle)
@@ -213,6 +251,14 @@ class DeepShieldApp:
             writer.writerows(frame_rows(data))
         json_path.write_text(json.dumps(data, indent=2))
         return [str(csv_path), str(json_path)]
+
+    def _download_folder(self) -> Path:
+        """A new folder for one event's downloads. Gradio copies them into its own cache when the event
+        returns, so older folders here are deleted as new ones are made."""
+        for old in self.downloads.iterdir():
+            if time.time() - old.stat().st_mtime > DOWNLOADS_KEEP_S:
+                shutil.rmtree(old, ignore_errors=True)
+        return Path(tempfile.mkdtemp(dir=self.downloads))
 
 
 def model_info_markdown(detector: Detector) -> str:
@@ -253,6 +299,7 @@ def build_demo(detector: Detector, limits: Limits = Limits(), gate: threading.Se
         image_tab(core, gradcam, threshold)
         video_tab(core, gradcam, threshold)
         webcam_tab(core, gradcam, threshold)
+        batch_tab(core)
     return demo
 
 
@@ -324,6 +371,27 @@ def webcam_tab(core: DeepShieldApp, gradcam: gr.Checkbox, threshold: gr.Slider) 
     frame_btn.click(core.predict_frame, [frame_in, gradcam, threshold],
                     [gr.JSON(visible=False, label="result"), gr.Image(visible=False, label="annotated frame")],
                     api_name="predict_frame", **_model_event(core))
+
+
+def batch_tab(core: DeepShieldApp) -> None:
+    limits = core.limits
+    with gr.Tab("Batch", id="batch"):
+        gr.Markdown(f"Several images and videos, or .zip archives of them (up to {limits.max_batch_files} files, "
+                    f"{limits.max_batch_bytes / 2**20:.0f} MB unpacked). For whole archives on disk use "
+                    "`python -m deepshield scan FOLDER --out results.parquet`.")
+        with gr.Row():
+            files_in = gr.File(file_count="multiple", label="Files or .zip archives", elem_id="batch-input")
+            with gr.Column():
+                frames = gr.Slider(MIN_FRAMES, MAX_FRAMES, value=DEFAULT_FRAMES, step=1, label="Frames per video")
+                batch_btn = gr.Button("Scan", variant="primary")
+                summary = gr.Markdown(elem_id="batch-summary")
+        table = gr.Dataframe(headers=BATCH_HEADERS, label="One row per file", interactive=False)
+        downloads = gr.File(label="Download: per-file and per-face tables (CSV, Parquet)", file_count="multiple")
+        rows, counts = gr.JSON(visible=False, label="rows"), gr.JSON(visible=False, label="summary")
+    batch_btn.click(core.scan_batch, [files_in, frames], [rows, counts, downloads], api_name="scan_batch",
+                    **_model_event(core)).success(
+        lambda r, c: (batch_rows(r), batch_summary_markdown(c)), [rows, counts], [table, summary],
+        api_visibility="private")
 
 
 def video_summary_markdown(data: dict[str, Any]) -> str:

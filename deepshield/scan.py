@@ -28,6 +28,7 @@ import shutil
 import signal
 import time
 import uuid
+import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -376,6 +377,64 @@ class RayScanner:
                 out[name].append(row[name])
             out["faces_json"].append(json.dumps(faces))
         return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# A batch of uploads (the app's Batch tab): files and .zip archives, scanned in this process.
+
+
+def unpack(uploads: list[tuple[str, Path]], into: Path, max_files: int, max_bytes: int) -> list[tuple[str, Path]]:
+    """The files of a batch as (display name, path): uploads as they are, .zip archives extracted under ``into``
+    (members named ``archive.zip/member``). Raises: ValueError naming the problem for an unreadable archive, a
+    member that would land outside ``into``, or a batch over ``max_files`` files or ``max_bytes`` bytes."""
+    out: list[tuple[str, Path]] = []
+    total = 0
+    for name, path in uploads:
+        if not zipfile.is_zipfile(path):
+            out.append((name, path))
+            total += path.stat().st_size
+            continue
+        try:
+            with zipfile.ZipFile(path) as archive:
+                members = [m for m in archive.infolist() if not m.is_dir()]
+                total += sum(m.file_size for m in members)  # checked before anything is written
+                if total > max_bytes or len(out) + len(members) > max_files:
+                    break
+                target = into / f"{len(out):05d}"
+                for member in members:
+                    if not (target / member.filename).resolve().is_relative_to(target.resolve()):
+                        raise ValueError(f"{name}: member {member.filename!r} would be written outside the archive's folder")
+                    archive.extract(member, target)
+                    out.append((f"{name}/{member.filename}", target / member.filename))
+        except zipfile.BadZipFile as err:
+            raise ValueError(f"{name}: unreadable .zip archive ({err})") from err
+    if total > max_bytes or len(out) > max_files:
+        raise ValueError(f"a batch holds at most {max_files} files and {max_bytes / 2**20:.0f} MB (archives counted "
+                         f"unpacked); this one is over: send it in parts, or scan it with `python -m deepshield scan`")
+    return out
+
+
+def scan_batch(detector: Detector, files: list[tuple[str, Path]], frames: int, out_dir: Path,
+               progress: Callable[[int, str], None] | None = None) -> tuple[list[Row], Counter, list[Path]]:
+    """Score every (display name, path) in this process. Returns: the file rows (paths shown by display name),
+    the summary counts, and the two tables written under ``out_dir`` as CSV and as Parquet."""
+    model = model_version(detector)
+    files_rows: list[Row] = []
+    faces_rows: list[Row] = []
+    for i, (name, path) in enumerate(files):
+        if progress:
+            progress(i, name)
+        stat = path.stat()
+        row, faces = scan_file(detector, FileRef(str(path), stat.st_size, stat.st_mtime_ns), frames, model)
+        files_rows.append({**row, "path": name, "error": row["error"].replace(str(path), name)})
+        faces_rows += [{**face, "path": name} for face in faces]
+    written = []
+    for suffix in FORMATS:
+        out = out_dir / f"deepshield_scan{suffix}"
+        write_table(out, files_rows, FILE_COLUMNS)
+        write_table(faces_path(out), faces_rows, FACE_COLUMNS)
+        written += [out, faces_path(out)]
+    return files_rows, Counter(outcome(r) for r in files_rows), written
 
 
 # ----------------------------------------------------------------------------------------------------

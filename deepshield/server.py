@@ -29,6 +29,8 @@ class Limits:
     max_video_bytes: int = int(float(os.environ.get("DEEPSHIELD_MAX_VIDEO_MB", 200)) * 2**20)
     concurrency: int = int(os.environ.get("DEEPSHIELD_CONCURRENCY", 2))  # model calls at once, protects memory
     webcam_every: int = int(os.environ.get("DEEPSHIELD_WEBCAM_EVERY", 3))  # webcam: infer on every Nth frame
+    max_batch_files: int = int(os.environ.get("DEEPSHIELD_MAX_BATCH_FILES", 200))  # the Batch tab, zips unpacked
+    max_batch_bytes: int = int(float(os.environ.get("DEEPSHIELD_MAX_BATCH_MB", 500)) * 2**20)
 
 
 class BadInput(Exception):

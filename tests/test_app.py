@@ -4,6 +4,7 @@ through HTTP clients, bad requests included."""
 from __future__ import annotations
 
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def test_sidebar_states_the_models_validation_auc(tmp_path: Path, metrics: dict,
 
 def test_named_endpoints_are_listed(client: Client) -> None:
     named = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    assert {"/predict_image", "/predict_video", "/predict_frame"} <= set(named)
+    assert {"/predict_image", "/predict_video", "/predict_frame", "/scan_batch"} <= set(named)
 
 
 def test_predict_image_endpoint(client: Client) -> None:
@@ -84,6 +85,43 @@ def test_bad_upload_is_a_readable_error(client: Client, tmp_path: Path) -> None:
     # The server is still up and answering.
     result, _ = client.predict(handle_file(str(EXAMPLE)), False, 0.5, api_name="/predict_image")
     assert result["face_found"] is True
+
+
+def test_scan_batch_endpoint_takes_files_and_zips(client: Client, video: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "more.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.write(EXAMPLE, "inside/face.jpg")
+        handle.writestr("inside/readme.txt", "not media")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(EXAMPLE.read_bytes()[:1500])
+    rows, counts, files = client.predict([handle_file(str(p)) for p in (EXAMPLE, video, broken, archive)], 4,
+                                         api_name="/scan_batch")
+    by_name = {r["file"]: r for r in rows}
+    assert set(by_name) == {"astronaut.jpg", "clip.avi", "broken.jpg", "more.zip/inside/face.jpg", "more.zip/inside/readme.txt"}
+    assert by_name["astronaut.jpg"]["faces"] == 1 and by_name["more.zip/inside/face.jpg"]["faces"] == 1
+    assert by_name["clip.avi"]["frames"] == 4 and by_name["more.zip/inside/readme.txt"]["kind"] == "skipped"
+    assert "broken.jpg" in by_name["broken.jpg"]["error"] and "/tmp" not in by_name["broken.jpg"]["error"]
+    assert counts["error"] == 1 and counts["skipped"] == 1 and counts["no face"] == 1 and sum(counts.values()) == 5
+    assert sorted(Path(f).name for f in files) == ["deepshield_scan.csv", "deepshield_scan.faces.csv",
+                                                   "deepshield_scan.faces.parquet", "deepshield_scan.parquet"]
+    table = deepshield_app.batch_rows(rows)
+    assert [row[0] for row in table] == [r["file"] for r in rows] and all(len(row) == 7 for row in table)
+    assert by_name["clip.avi"]["prob_fake"] is None and table[[r["file"] for r in rows].index("clip.avi")][2] == "No face"
+    with pytest.raises(Exception, match="Upload some files first"):
+        client.predict([], 4, api_name="/scan_batch")
+
+
+def test_a_zip_that_escapes_its_folder_is_refused(tmp_path: Path) -> None:
+    from deepshield.scan import unpack
+
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("../../escaped.txt", "x")
+    with pytest.raises(ValueError, match="outside the archive's folder"):
+        unpack([("evil.zip", archive)], tmp_path / "out", 10, 2**20)
+    assert not (tmp_path / "escaped.txt").exists()
+    with pytest.raises(ValueError, match="at most 1 files"):
+        unpack([("a", EXAMPLE), ("b", EXAMPLE)], tmp_path / "out", 1, 2**30)
 
 
 # --- REST and WebSocket ---------------------------------------------------------------------------
