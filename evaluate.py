@@ -2,7 +2,7 @@
 
     python evaluate.py --data ROOT [ROOT...] --split test [--weights FILE] [--json OUT.json]
                        [--predictions OUT.csv] [--plots DIR] [--no-detect] [--videos DIR] [--limit N]
-                       [--perturb jpeg:50,jpeg:70,scale:0.5,blur:1.5]
+                       [--perturb jpeg:50,jpeg:70,scale:0.5,blur:1.5] [--subset LIST.txt]
 
 Default mode is the full inference path, exactly ``Detector.predict_image`` (load -> face detection ->
 crop -> model); --no-detect scores the images as given (``Detector.score_crops`` on whole images, in
@@ -11,7 +11,9 @@ reported before (temperature 1) and after the weights' temperature; all per root
 one class only (generated faces, say) is measured against the other roots' images of the other class (the
 report names them). --perturb re-scores every image under each corruption (applied to the whole image before
 face detection) and reports ROC-AUC beside the clean one. --videos compares the frame aggregates of
-``deepshield.video.AGGREGATES`` and the frames' majority vote.
+``deepshield.video.AGGREGATES`` and the frames' majority vote. --subset reports the metrics of listed images
+(paths relative to a root, one a line, # comments), e.g. the real portraits of a group a model might be biased
+against.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from tqdm import tqdm
 
 from deepshield.augment import Perturbation
 from deepshield.calibration import Calibration
-from deepshield.cli import add_detector_args
+from deepshield.cli import add_detector_args, detector_from_args
 from deepshield.data import CLASSES, VIDEO_EXTS, balanced_subset, list_labelled, list_split
-from deepshield.detector import Detector, load_detector
+from deepshield.detector import Detector
 from deepshield.media import load_image
 from deepshield.metrics import calibration_bins, paired_with, roc_auc, roc_curve, summary, video_auc
 from deepshield.video import AGGREGATES, DEFAULT_FRAMES, aggregate
@@ -52,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--perturb", type=perturbations, default=[], metavar="KIND:N,...",
                         help="also re-score under each corruption: jpeg:QUALITY, scale:FACTOR (down and back up), "
                              "blur:SIGMA, e.g. jpeg:50,jpeg:70,scale:0.5,blur:1.5")
+    parser.add_argument("--subset", type=Path, action="append", default=[], metavar="LIST.txt",
+                        help="also report the metrics of the images listed (ROOT-relative paths, one a line); repeatable")
     add_detector_args(parser, threshold=False)
     args = parser.parse_args(argv)
     if not args.data and not args.videos:
@@ -131,6 +135,33 @@ def per_root_metrics(per_root: dict[str, Scored], detector: Detector) -> dict[st
     for r, name in enumerate(names):
         mask, others = paired_with(root_ids, overall.labels, r)
         out[name] = {**metrics_of(subset(overall, mask), detector), "paired_with": [names[o] for o in others]}
+    return out
+
+
+def read_list(path: Path) -> list[str]:
+    """The entries of a list file: one path a line; blank lines and # comments skipped."""
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+def subset_metrics(per_root: dict[str, Scored], lists: list[Path], detector: Detector) -> dict[str, dict[str, Any]]:
+    """Metrics (and mean P(fake)) of the scored images named in each list. Raises: ValueError naming a listed
+    image that was not scored (a typo, another split, or left out by --limit)."""
+    overall = merge(list(per_root.values()))
+    index = {p.resolve(): i for i, p in enumerate(overall.paths)}
+    out = {}
+    for path in lists:
+        wanted = read_list(path)
+        found = {name: next((index[f] for f in (Path(root, name).resolve() for root in per_root) if f in index), None)
+                 for name in wanted}
+        missing = [name for name, i in found.items() if i is None]
+        if missing or not wanted:
+            raise ValueError(f"--subset {path}: {len(missing)} of {len(wanted)} listed images were not scored "
+                             f"(e.g. {missing[:3]}); paths are relative to a --data root and must be in --split")
+        mask = np.zeros(len(overall.labels), bool)
+        mask[list(found.values())] = True
+        chosen = subset(overall, mask)
+        out[str(path)] = {**metrics_of(chosen, detector), "mean_prob_fake": float(chosen.probs.mean())}
     return out
 
 
@@ -255,6 +286,12 @@ def print_perturbed(report: dict[str, Any]) -> None:
         print(f"{perturb:<12}" + "".join(f"{c:>22}" for c in cells))
 
 
+def print_subsets(subsets: dict[str, Any]) -> None:
+    for name, m in subsets.items():
+        print(f"subset {name}: {m['n']} images; {m['confusion_matrix'][0][1]} of {m['n_real']} reals called fake "
+              f"(false-positive rate {m['false_positive_rate']:.3f}); mean P(fake) {m['mean_prob_fake']:.3f}")
+
+
 def print_videos(videos: dict[str, Any]) -> None:
     print(f"videos: {json.dumps(videos['videos'])}")
     for rule, m in videos["aggregates"].items():
@@ -264,7 +301,7 @@ def print_videos(videos: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    detector = load_detector(args.weights, device=args.device, face_model=args.face_model)
+    detector = detector_from_args(args)
     if not detector.meta.trained:
         print(f"warning: {detector.weights_path} is marked untrained; its scores mean nothing", file=sys.stderr)
     report: dict[str, Any] = {"weights": str(detector.weights_path), "detector": detector.info(), "split": args.split,
@@ -279,6 +316,9 @@ def main(argv: list[str] | None = None) -> None:
             write_predictions(overall, args.predictions)
         if args.plots:
             write_plots(per_root, overall, detector.calibration, args.plots)
+        if args.subset:
+            report["subsets"] = subset_metrics(per_root, args.subset, detector)
+            print_subsets(report["subsets"])
         if args.perturb:
             report["perturbed"] = perturbed_aucs(detector, args)
             print_perturbed(report)

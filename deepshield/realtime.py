@@ -386,8 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     options = Options(args.every, args.gradcam, args.threshold, show, args.output, args.json, args.max_frames)
     threads = torch.get_num_threads()
     try:
+        torch.set_num_threads(args.threads)  # before loading: an ONNX Runtime session takes its threads then
         detector = detector_from_args(args)
-        torch.set_num_threads(args.threads)
         totals = run(detector, capture, source, options)
     except (FileNotFoundError, ValueError) as err:
         capture.release()

@@ -53,14 +53,15 @@ def test_small_images_get_a_border_so_tight_face_crops_are_found(monkeypatch: py
     detector = FaceDetector()
     seen: list[tuple[int, ...]] = []
 
-    def fake_haar(gray: np.ndarray) -> list[Face]:
-        seen.append(gray.shape)
+    def fake_haar(gray: np.ndarray, frame: bool) -> list[Face]:
+        seen.append((*gray.shape, frame))
         return [Face(30, 30, 50, 50, 1.0)]
 
     monkeypatch.setattr(detector, "_detect_haar", fake_haar)
     assert [f.box for f in detector.detect(noise_image(100, 100))] == [(5, 5, 50, 50)]  # border of 25 removed
     detector.detect(noise_image(600, 800))
-    assert seen == [(150, 150), (540, 720)]  # frames (downscaled to 720 px) are not padded
+    # Frames (downscaled to 720 px) are not padded, and are searched with the frames' coarser scale steps.
+    assert seen == [(150, 150, False), (540, 720, True)]
 
 
 @needs_shared(DFDC_VALID)
