@@ -271,7 +271,8 @@ def model_info_markdown(detector: Detector) -> str:
         f"**Weights:** `{Path(info['weights']).name if info['weights'] else '-'}` ({trained}, {info['arch']} @ "
         f"{info['img_size']} px{', FFT branch' if info['use_fft'] else ''}"
         f"{', from ' + INITS.get(info['init'], info['init']) if info['init'] else ''})  \n{quality}"
-        f"**Face detector:** {info['face_detector']}  \n**Device:** {info['device']}  \n"
+        f"**Face detector:** {info['face_detector']}  \n**Device:** {info['device']} ({info['backend']} scores"
+        f"{'' if info['explains'] else '; no Grad-CAM from an ONNX file alone'})  \n"
         f"**Version:** {__version__}. Runs offline: nothing leaves this machine."
     )
 
