@@ -39,12 +39,13 @@ class Calibration:
 
     @classmethod
     def fit(cls, labels: np.ndarray, logits: np.ndarray, groups: np.ndarray | None = None) -> Calibration:
-        """The temperature minimising the NLL, each class weighing half and every group (data root) the same
-        within it (``root_class_weights``), so neither the largest root nor a one-class root sets it for all;
-        then the threshold on calibrated P(fake) maximising Youden's J."""
+        """The temperature minimising the NLL, then the threshold on calibrated P(fake) maximising Youden's J;
+        with ``groups`` (data roots) both weigh each class half and every root the same within it
+        (``root_class_weights``), so neither the largest root nor a one-class root sets them for all (an easy
+        fakes-only root would otherwise pull the threshold down and flag more reals)."""
         weights = None if groups is None else root_class_weights(groups, labels)
         temperature = fit_temperature(labels, logits, weights=weights)
-        return cls(temperature, pick_threshold(labels, sigmoid(logits / temperature)))
+        return cls(temperature, pick_threshold(labels, sigmoid(logits / temperature), weights))
 
     def prob(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated P(fake) per logit (float64, so the logits stay recoverable)."""

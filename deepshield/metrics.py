@@ -75,25 +75,30 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """False- and true-positive rates at each distinct score, highest first, starting at (0, 0).
+def roc_curve(labels: np.ndarray, scores: np.ndarray,
+              weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """False- and true-positive rates at each distinct score, highest first, starting at (0, 0); each sample
+    counts ``weights`` (N,) when given.
 
     Returns: fpr, tpr, thresholds (thresholds[0] is +inf).
     """
     labels, scores = _check(labels, scores)
     _both_classes(labels, "roc_curve")
-    tp, fp, thresholds = _cumulative_counts(labels, scores)
+    tp, fp, thresholds = _cumulative_counts(labels, scores, weights)
     return fp / fp[-1], tp / tp[-1], thresholds
 
 
-def _cumulative_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """True and false positives when calling fake every score >= each distinct threshold (descending)."""
+def _cumulative_counts(labels: np.ndarray, scores: np.ndarray,
+                       weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True and false positives (summed ``weights``, default 1 each) when calling fake every score >= each
+    distinct threshold (descending)."""
     order = np.argsort(-scores, kind="mergesort")
     sorted_scores, sorted_labels = scores[order], labels[order]
+    sorted_weights = np.ones(len(scores)) if weights is None else np.asarray(weights, dtype=np.float64)[order]
     # Last position of each run of equal scores: tied samples switch to "fake" together.
     ends = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(scores) - 1]
-    tp = np.r_[0, np.cumsum(sorted_labels)[ends]].astype(np.float64)
-    fp = np.r_[0, ends + 1 - tp[1:]]
+    tp = np.r_[0, np.cumsum(sorted_weights * sorted_labels)[ends]].astype(np.float64)
+    fp = np.r_[0, np.cumsum(sorted_weights * (1 - sorted_labels))[ends]].astype(np.float64)
     return tp, fp, np.r_[np.inf, sorted_scores[ends]]
 
 
@@ -185,9 +190,10 @@ def root_class_weights(roots: np.ndarray, labels: np.ndarray) -> np.ndarray:
     sets a fit for all. They sum to N."""
     roots, labels = np.asarray(roots), np.asarray(labels)
     weights = np.zeros(len(labels))
-    for c in np.unique(labels):
+    classes = np.unique(labels)
+    for c in classes:
         mine = labels == c
-        weights[mine] = group_weights(roots[mine]) / len(np.unique(labels))
+        weights[mine] = group_weights(roots[mine]) * len(labels) / (len(classes) * mine.sum())  # sums to N / classes
     return weights
 
 
@@ -229,13 +235,14 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray, iterations: int = 80
     return float(np.exp((lo + hi) / 2))
 
 
-def pick_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
-    """Threshold maximising Youden's J = TPR - FPR (equivalently, balanced accuracy).
+def pick_threshold(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Threshold maximising Youden's J = TPR - FPR (equivalently, balanced accuracy), each sample counting
+    ``weights`` (N,) when given.
 
     Among equally good thresholds the one nearest 0.5 is kept; the returned value lies halfway between
     the chosen score and the next lower one, so it does not sit on a validation sample.
     """
-    fpr, tpr, thresholds = roc_curve(labels, probs)
+    fpr, tpr, thresholds = roc_curve(labels, probs, weights)
     j = tpr - fpr
     best = np.flatnonzero(j >= j.max() - 1e-12)
     below = np.r_[thresholds[1:], 0.0]  # next lower distinct score (0 under the lowest)

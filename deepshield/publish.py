@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Files the Hub stores in Git LFS whatever .gitattributes says (it refuses larger plain files).
 LFS_SIZE = 10 * 2**20
 # (repo-relative source, path in the model repo)
-_CURVES = [f"{Path(WEIGHTS_NAME).stem}.curves.{ext}" for ext in ("png", "csv")]
+_CURVES = [f"{Path(WEIGHTS_NAME).stem}.curves.{ext}" for ext in ("png", "csv")] + ["sbi_examples.jpg"]  # the card's pictures
 MODEL_FILES = ((f"weights/{WEIGHTS_NAME}", WEIGHTS_NAME), ("weights/README.md", "README.md"),
                *((f"weights/{name}", name) for name in _CURVES), ("LICENSE", "LICENSE"))
 # What the Space needs to run `python app.py` (paths are kept; globs are expanded in order).

@@ -145,8 +145,8 @@ class Analyser:
 class SecondSummary:
     """One line per second of the source: frames processed, their rate, the predictions finished."""
 
-    def __init__(self, fps: float, stream: IO[str] = sys.stdout) -> None:
-        self.fps, self.stream = fps, stream
+    def __init__(self, fps: float, stream: IO[str] | None = None) -> None:
+        self.fps, self.stream = fps, stream or sys.stdout  # looked up now, so a redirect of sys.stdout applies
         self.second, self.frames = 0, 0
         self.probs: list[float] = []
         self.last: ImageResult | None = None

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from deepshield.calibration import Calibration
+from deepshield import metrics as M
 from deepshield.metrics import sigmoid
 from deepshield.weights import ModelMeta
 
@@ -43,3 +44,18 @@ def test_fit_weighs_each_group_the_same() -> None:
     plain, balanced = Calibration.fit(labels, logits), Calibration.fit(labels, logits, groups)
     assert plain.temperature > 3.0 and 1.2 < balanced.temperature < plain.temperature - 0.5
     assert 0.3 < balanced.threshold < 0.7
+
+
+def test_the_threshold_weighs_roots_so_an_easy_fakes_only_root_does_not_pull_it() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(200), np.ones(200), np.ones(400)].astype(int)  # root 0: both classes; root 1: easy fakes
+    logits = np.r_[rng.normal(-1, 1, 200), rng.normal(1, 1, 200), rng.normal(6, 0.5, 400)]
+    roots = np.r_[np.zeros(400), np.ones(400)]
+    probs = 1 / (1 + np.exp(-logits))
+    mask = np.r_[np.ones(400), np.zeros(400)]
+    assert M.pick_threshold(labels, probs, mask) == M.pick_threshold(labels[:400], probs[:400])  # weights count
+    fitted = Calibration.fit(labels, logits, groups=roots)
+    weights = M.root_class_weights(roots, labels)
+    assert np.isclose(weights[labels == 0].sum(), weights[labels == 1].sum())  # each class half
+    assert np.isclose(weights[400:].sum(), weights[200:400].sum())  # the fakes split equally between the roots
+    assert fitted.threshold == M.pick_threshold(labels, fitted.prob(logits), weights)
