@@ -20,6 +20,7 @@ from .media import sniff_media
 from .scan import ScanJob, run_scan
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+FRAMES = 32  # per video, for every engine
 
 
 def linked(files: list[Path], folder: Path) -> Path:
@@ -30,14 +31,14 @@ def linked(files: list[Path], folder: Path) -> Path:
     return folder
 
 
-def plain_loop(files: list[Path], kwargs: dict) -> Callable[[], None]:
+def plain_loop(files: list[Path], kwargs: dict, frames: int) -> Callable[[], None]:
     def run() -> None:
         detector = load_detector(**kwargs)
         for path in files:
             if sniff_media(path) == "image":
                 detector.predict_image(path)
             else:
-                detector.predict_video(path)
+                detector.predict_video(path, frames)
 
     return run
 
@@ -53,12 +54,12 @@ def bench(title: str, files: list[Path], kwargs: dict, ray: bool) -> None:
     print(f"{title}: {len(files)} files")
     with tempfile.TemporaryDirectory() as tmp:
         folder = linked(files, Path(tmp) / "in")
-        timed("plain predict loop", len(files), plain_loop(files, kwargs))
+        timed("plain predict loop", len(files), plain_loop(files, kwargs, FRAMES))
         for workers in (1, 2):
-            job = ScanJob([str(folder)], Path(tmp) / f"w{workers}.parquet", 32, workers, None, kwargs)
+            job = ScanJob([str(folder)], Path(tmp) / f"w{workers}.parquet", FRAMES, workers, None, kwargs)
             timed(f"scan --workers {workers}", len(files), lambda: run_scan(job))
         if ray:
-            job = ScanJob([str(folder)], Path(tmp) / "ray.parquet", 32, 0, "local", kwargs)
+            job = ScanJob([str(folder)], Path(tmp) / "ray.parquet", FRAMES, 0, "local", kwargs)
             timed("scan --ray local", len(files), lambda: run_scan(job))
 
 

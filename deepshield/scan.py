@@ -349,7 +349,8 @@ def scan_on_ray(refs: list[FileRef], frames: int, address: str, detector_kwargs:
         written = folder / f"ray-{uuid.uuid4().hex[:8]}"
         dataset = ray.data.from_items([asdict(ref) for ref in refs[start : start + chunk]])
         dataset.map_batches(RayScanner, fn_constructor_kwargs={"detector_kwargs": detector_kwargs, "frames": frames},
-                            batch_size=4, concurrency=actors, num_cpus=1).write_parquet(str(written))
+                            batch_size=4, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1
+                            ).write_parquet(str(written))
         rows = [row for part in sorted(written.glob("*.parquet")) for row in pq.read_table(part).to_pylist()]
         shutil.rmtree(written)
         for row in rows:
