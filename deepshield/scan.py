@@ -141,16 +141,13 @@ def parts_dir(out: Path) -> Path:
 
 def write_table(path: Path, rows: list[Row], columns: dict[str, str]) -> None:
     """Write ``rows`` as Parquet or CSV (by ``path``'s suffix), atomically."""
-    with atomic_path(path) as partial:
-        if path.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            pq.write_table(_arrow_table(rows, columns), partial)
-        else:
-            with open(partial, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=list(columns))
-                writer.writeheader()
-                writer.writerows(rows)
+    writer = TableWriter(path, columns)
+    try:
+        writer.write(rows)
+    except BaseException:
+        writer.close(keep=False)
+        raise
+    writer.close()
 
 
 def read_table(path: Path, columns: dict[str, str]) -> Iterator[Row]:
@@ -288,16 +285,21 @@ _worker: tuple[Detector, str] | None = None  # one per worker process
 
 def init_worker(detector_kwargs: dict[str, Any], threads: int) -> None:
     """Build this process's detector; Ctrl-C is left to the parent, which stops the pool."""
+    global _worker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cv2.setNumThreads(1)
+    _worker = worker_detector(detector_kwargs, threads)
+
+
+def worker_detector(detector_kwargs: dict[str, Any], threads: int) -> tuple[Detector, str]:
+    """A worker's (process or Ray actor) own detector with ``threads`` torch threads, and its model version."""
     import torch
 
     from .detector import load_detector
 
-    global _worker
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
-    cv2.setNumThreads(1)
     detector = load_detector(**detector_kwargs)
-    _worker = (detector, model_version(detector))
+    return detector, model_version(detector)
 
 
 def worker_scan(ref: FileRef, frames: int) -> tuple[Row, list[Row]]:
@@ -362,13 +364,7 @@ class RayScanner:
     """A Ray Data actor: one detector, ``scan_file`` for each path of a batch; the faces ride along as JSON."""
 
     def __init__(self, detector_kwargs: dict[str, Any], frames: int) -> None:
-        import torch
-
-        from .detector import load_detector
-
-        torch.set_num_threads(1)
-        self.detector = load_detector(**detector_kwargs)
-        self.model, self.frames = model_version(self.detector), frames
+        (self.detector, self.model), self.frames = worker_detector(detector_kwargs, 1), frames
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {name: [] for name in (*FILE_COLUMNS, "faces_json")}
